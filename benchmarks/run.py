@@ -1,0 +1,262 @@
+"""Throughput and latency of simpleproxy against its references, in one run, on loopback.
+
+    python benchmarks/run.py [--duration 5] [--connections 16 64] [--skip-nginx]
+
+Needs ``wrk`` (``apt-get install wrk``); nginx is measured where installed.
+Servers are pinned to CPU 0, wrk and the backend to CPU 1 (``taskset``), the
+layout the issue's targets assume. Every target serves the same bodies from
+the same asyncio backend (benchmarks/backend.py), except the waitress
+hello-world, which answers from memory and is the ceiling of this design:
+same server, same settings, no upstream. Each measurement runs for a bounded
+time and only against 127.0.0.1.
+
+Prints a table with ratios to the hello-world ceiling and to werkzeug's
+ProxyMiddleware, then the 300 MiB streaming check (the proxy's peak RSS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PY = sys.executable
+MIB = 1024 * 1024
+
+
+def pinned(cpu: int, cmd: list[str]) -> list[str]:
+    return ["taskset", "-c", str(cpu), *cmd] if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1 else cmd  # type: ignore[operator]
+
+
+def start(cmd: list[str], cpu: int, env: dict | None = None) -> tuple[subprocess.Popen, int]:
+    """Start a server that prints its port as its first stdout line."""
+    proc = subprocess.Popen(pinned(cpu, cmd), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    line = proc.stdout.readline()  # type: ignore[union-attr]
+    if not line.strip().isdigit():
+        proc.kill()
+        raise RuntimeError(f"{cmd} did not start: {line!r}")
+    return proc, int(line)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+_SIZE = {"B": 1, "KB": 1024, "MB": MIB, "GB": 1024 * MIB}
+
+
+def _seconds(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    return float(m.group(1)) * _UNITS[m.group(2)] if m else float("nan")
+
+
+def wrk(port: int, path: str, connections: int, duration: float) -> dict[str, float]:
+    cmd = pinned(1, ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", f"http://127.0.0.1:{port}{path}"])
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    transfer = re.search(r"Transfer/sec:\s+([\d.]+)(B|KB|MB|GB)", out)
+    p50 = re.search(r"50%\s+(\S+)", out)
+    p99 = re.search(r"99%\s+(\S+)", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
+    if not rps:
+        raise RuntimeError(f"wrk failed:\n{out}")
+    return {
+        "rps": float(rps.group(1)),
+        "mibs": float(transfer.group(1)) * _SIZE[transfer.group(2)] / MIB if transfer else float("nan"),
+        "p50": _seconds(p50.group(1)) if p50 else float("nan"),
+        "p99": _seconds(p99.group(1)) if p99 else float("nan"),
+        "errors": errors.group(0) if errors else "",
+    }
+
+
+def _median(samples: list[dict[str, float]]) -> dict[str, float]:
+    def mid(values: list) -> float:
+        values = sorted(values)
+        return values[len(values) // 2]
+
+    return {
+        key: (mid([s[key] for s in samples]) if key != "errors" else " ".join(filter(None, {s[key] for s in samples})))
+        for key in samples[0]
+    }
+
+
+def simpleproxy_config(path: Path, backend_port: int, log_path: Path) -> None:
+    path.write_text(
+        f"""listen:
+  http: 127.0.0.1:{{port}}
+upstreams:
+  bench:
+    servers:
+      - url: http://127.0.0.1:{backend_port}
+routes:
+  - path: /
+    upstream: bench
+log:
+  access: {log_path}
+""".replace("{port}", str(free_port()))
+    )
+
+
+def start_simpleproxy(config: Path) -> tuple[subprocess.Popen, int]:
+    port = int(re.search(r"127\.0\.0\.1:(\d+)", config.read_text()).group(1))  # type: ignore[union-attr]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        pinned(0, [PY, "-m", "simpleproxy", "run", "--config", str(config)]),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )
+    wait_port(port)
+    return proc, port
+
+
+def start_nginx(workdir: Path, backend_port: int) -> tuple[subprocess.Popen, int] | None:
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if not nginx:
+        return None
+    port = free_port()
+    conf = workdir / "nginx.conf"
+    conf.write_text(
+        f"""worker_processes 1;
+daemon off;
+pid {workdir}/nginx.pid;
+error_log {workdir}/nginx-error.log;
+events {{ worker_connections 4096; }}
+http {{
+  access_log {workdir}/nginx-access.log;
+  client_body_temp_path {workdir}/body; proxy_temp_path {workdir}/proxy;
+  fastcgi_temp_path {workdir}/f; uwsgi_temp_path {workdir}/u; scgi_temp_path {workdir}/s;
+  upstream bench {{ server 127.0.0.1:{backend_port}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ proxy_pass http://bench; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+  }}
+}}
+"""
+    )
+    proc = subprocess.Popen(pinned(0, [nginx, "-c", str(conf), "-p", str(workdir)]), stderr=subprocess.DEVNULL)
+    wait_port(port)
+    return proc, port
+
+
+def peak_rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status")
+    if not status.exists():
+        return float("nan")
+    m = re.search(r"VmHWM:\s+(\d+) kB", status.read_text())
+    return int(m.group(1)) / 1024 if m else float("nan")
+
+
+def stream_once(port: int, path: str) -> tuple[int, float]:
+    """GET path, read and drop the body; -> (bytes, seconds)."""
+    started = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode())
+        total = 0
+        while data := sock.recv(1024 * 1024):
+            total += len(data)
+    return total, time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement (default 5)")
+    parser.add_argument("--connections", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported (default 3)")
+    parser.add_argument("--skip-nginx", action="store_true")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        print("wrk is needed: apt-get install wrk", file=sys.stderr)
+        return 2
+
+    procs: list[subprocess.Popen] = []
+    workdir = Path(tempfile.mkdtemp(prefix="simpleproxy-bench-"))
+    try:
+        backend, backend_port = start([PY, str(HERE / "backend.py")], cpu=1)
+        procs.append(backend)
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        targets: dict[str, int] = {"backend direct": backend_port}
+        hello, targets["waitress hello-world"] = start([PY, str(HERE / "refs.py"), "hello"], cpu=0, env=env)
+        werk, targets["werkzeug ProxyMiddleware"] = start(
+            [PY, str(HERE / "refs.py"), "werkzeug", f"http://127.0.0.1:{backend_port}"], cpu=0, env=env
+        )
+        procs += [hello, werk]
+        config = workdir / "simpleproxy.yaml"
+        simpleproxy_config(config, backend_port, workdir / "access.log")
+        sp, targets["simpleproxy"] = start_simpleproxy(config)
+        procs.append(sp)
+        if not args.skip_nginx and (ng := start_nginx(workdir, backend_port)):
+            procs.append(ng[0])
+            targets["nginx proxy"] = ng[1]
+
+        # Servers share CPU 0, so each is measured alone while the others idle. Rounds
+        # interleave the targets so that a noisy neighbour hits all of them alike.
+        runs = [("/1k", c) for c in args.connections] + [("/10m", 16)]
+        samples: dict[tuple[str, str, int], list[dict[str, float]]] = {}
+        for path, conns in runs:
+            for name, port in targets.items():
+                wrk(port, path, conns, 1.0)  # warm-up: pools, caches
+        for _ in range(args.rounds):
+            for path, conns in runs:
+                for name, port in targets.items():
+                    samples.setdefault((name, path, conns), []).append(wrk(port, path, conns, args.duration))
+        results = {key: _median(runs_) for key, runs_ in samples.items()}
+
+        print(
+            f"\nsimpleproxy benchmark: medians of {args.rounds} rounds of {args.duration:g}s, loopback, "
+            "servers on CPU 0, wrk+backend on CPU 1"
+        )
+        for path, conns in runs:
+            ceiling = results[("waitress hello-world", path, conns)]
+            werkzeug = results[("werkzeug ProxyMiddleware", path, conns)]
+            unit = "MiB/s" if path == "/10m" else "req/s"
+            key = "mibs" if path == "/10m" else "rps"
+            print(f"\nGET {path}, {conns} connections, keep-alive")
+            print(f"  {'target':26} {unit:>10} {'p50 ms':>8} {'p99 ms':>8} {'/ceiling':>9} {'/werkzeug':>10}")
+            for name in targets:
+                r = results[(name, path, conns)]
+                print(
+                    f"  {name:26} {r[key]:10.1f} {r['p50'] * 1e3:8.2f} {r['p99'] * 1e3:8.2f} "
+                    f"{r[key] / ceiling[key]:9.2f} {r[key] / werkzeug[key]:10.2f} {r['errors']}"
+                )
+
+        total, seconds = stream_once(targets["simpleproxy"], "/300m")
+        print(
+            f"\n300 MiB through simpleproxy: {total / MIB:.0f} MiB received in {seconds:.2f}s "
+            f"({total / MIB / seconds:.0f} MiB/s); proxy peak RSS {peak_rss_mib(sp.pid):.1f} MiB"
+        )
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

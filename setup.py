@@ -1,0 +1,40 @@
+"""simpleproxy: a reverse proxy for simple deployments (waitress + werkzeug + urllib3)."""
+
+import re
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "simpleproxy" / "__init__.py").read_text()).group(1)
+
+setup(
+    name="simpleproxy",
+    version=VERSION,
+    description="A reverse proxy for simple deployments: one pip install, one YAML file.",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=["simpleproxy", "simpleproxy.upstream", "simpleproxy.observe", "simpleproxy.conf"],
+    # The shipped configuration lives in conf/ at the top of the repository and is
+    # installed as the package data of simpleproxy.conf.
+    package_dir={"simpleproxy.conf": "conf"},
+    package_data={"simpleproxy.conf": ["*.yaml", "examples/*.yaml"]},
+    install_requires=[
+        "urllib3>=2.0,<3",  # pool internals (_get_conn/_put_conn) are used; see upstream/pool.py
+        "werkzeug>=3.0",
+        "waitress>=3.0",
+        "pyyaml>=6.0",
+    ],
+    extras_require={
+        "test": ["pytest>=7.4", "pytest-timeout>=2.1"],
+    },
+    entry_points={"console_scripts": ["simpleproxy = simpleproxy.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Operating System :: OS Independent",
+        "Topic :: Internet :: Proxy Servers",
+        "Topic :: Internet :: WWW/HTTP :: WSGI :: Application",
+    ],
+)

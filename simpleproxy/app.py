@@ -1,0 +1,132 @@
+"""The WSGI application: match a route, run its handler chain, render errors.
+
+Everything a request needs (route table, handler chains, upstream pools) is
+built once per configuration into a :class:`ProxyState`; a request reads
+``self.state`` once at its start, so a later swap to a new state never
+changes the rules under a request in flight.
+
+A handler chain is a list of filters around a terminal handler. A filter is
+any callable ``filter(request, next) -> Response`` that may answer by itself
+(403, 429, a cache hit) or call ``next(request)``; the terminal handler
+forwards upstream or answers locally. This module is the only place where an
+exception becomes an error response.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import partial
+from typing import Any, Callable, Iterable, Sequence
+
+from .config import Config
+from .errors import ClientError, ProxyError
+from .headers import ForwardingHeaders
+from .observe.accesslog import AccessLog
+from .request import Request
+from .response import FixedResponder, Response
+from .routing import Route, RouteTable
+from .upstream.forward import StreamingBody, UpstreamHandler
+from .upstream.pool import Upstream
+
+log = logging.getLogger("simpleproxy")
+
+Handler = Callable[[Request], Response]
+Filter = Callable[[Request, Handler], Response]
+
+
+def compose(filters: Sequence[Filter], terminal: Handler) -> Handler:
+    """Wrap ``terminal`` in ``filters``, the first filter outermost. Built once per config."""
+    handler = terminal
+    for filter_ in reversed(filters):
+        handler = partial(filter_, next=handler)  # type: ignore[call-arg]
+    return handler
+
+
+class ProxyState:
+    """Route table, upstream pools and header policy for one configuration."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.max_body = config.server.max_request_body
+        self.headers = ForwardingHeaders(config.headers)
+        self.upstreams = {name: Upstream(cfg) for name, cfg in config.upstreams.items()}
+        routes = []
+        for route_config in config.routes:
+            terminal: Handler
+            if route_config.respond is not None:
+                terminal = FixedResponder(route_config.respond)
+            else:
+                upstream = self.upstreams[route_config.upstream]  # type: ignore[index]
+                terminal = UpstreamHandler(route_config, upstream, self.headers, self.max_body)
+            routes.append(Route(route_config, compose((), terminal)))
+        self.table = RouteTable(routes)
+
+    def close(self) -> None:
+        for upstream in self.upstreams.values():
+            upstream.close()
+
+
+class ProxyApp:
+    """``ProxyApp(config)`` is a WSGI application that proxies by the config's routes."""
+
+    def __init__(self, config: Config, access_log: AccessLog | None = None) -> None:
+        self.state = ProxyState(config)
+        self.access_log = access_log if access_log is not None else AccessLog.to(config.log.access)
+
+    @property
+    def config(self) -> Config:
+        return self.state.config
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        state = self.state
+        started = time.perf_counter()
+        request = None
+        try:
+            request = Request(environ, state.max_body, started)
+            route = state.table.match(request.host, request.path)
+            request.route = route
+            response = route.handler(request)
+        except ProxyError as exc:
+            response = self._error_response(exc, environ, request)
+        except Exception:  # a bug: log it whole, tell the client little
+            rid = request.get_request_id() if request else ""
+            log.exception("internal error serving %s (request id %s)", environ.get("REQUEST_URI", ""), rid)
+            response = self._error_response(ProxyError("internal error"), environ, request)
+        start_response(response.status, response.headers)
+        body = response.body
+        if type(body) is list:
+            if self.access_log.stream is not None:
+                size = sum(map(len, body)) if environ["REQUEST_METHOD"] != "HEAD" else 0
+                self.access_log.log(environ, response.status, size, time.perf_counter() - started, response.upstream)
+            return body
+        if isinstance(body, StreamingBody) and self.access_log.stream is not None:
+            body.on_close = partial(self._log_stream, environ, response, started)
+        return body
+
+    def _log_stream(self, environ: dict[str, Any], response: Response, started: float, body: StreamingBody) -> None:
+        self.access_log.log(environ, response.status, body.sent, time.perf_counter() - started, response.upstream)
+
+    @staticmethod
+    def _error_response(exc: ProxyError, environ: dict[str, Any], request: Request | None) -> Response:
+        """The one place that writes an error page: short, plain, with a request id."""
+        rid = request.get_request_id() if request is not None else Request.new_id()
+        if not isinstance(exc, ClientError):
+            where = f" from {exc.upstream}" if exc.upstream else ""
+            log.warning(
+                "%d %s%s for %s %s (request id %s)",
+                exc.status, exc.detail, where, environ.get("REQUEST_METHOD"), environ.get("REQUEST_URI", ""), rid,
+            )
+        body = f"{exc.status} {exc.reason}: {exc.detail}\nrequest id: {rid}\n".encode("utf-8")
+        headers = [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("X-Request-Id", rid),
+            *exc.headers,
+        ]
+        return Response(f"{exc.status} {exc.reason}", headers, [body], exc.upstream or "-")
+
+    def close(self) -> None:
+        """Close upstream pools and an owned access log file."""
+        self.state.close()
+        self.access_log.close()

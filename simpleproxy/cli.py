@@ -1,0 +1,150 @@
+"""The ``simpleproxy`` command: run, check, demo, --version."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+from . import __version__
+from .config import Config, load_config
+from .errors import ConfigError
+
+log = logging.getLogger("simpleproxy")
+
+
+def default_config_path() -> Path:
+    """``./simpleproxy.yaml`` if present, else the shipped ``conf/simpleproxy.yaml``."""
+    local = Path("simpleproxy.yaml")
+    if local.is_file():
+        return local
+    return shipped_config_path()
+
+
+def shipped_config_path() -> Path:
+    """The default configuration installed with the package (``conf/`` in a checkout)."""
+    try:
+        shipped = resources.files("simpleproxy.conf") / "simpleproxy.yaml"
+        if shipped.is_file():
+            return Path(str(shipped))
+    except ModuleNotFoundError:
+        pass
+    # Running from a source checkout: conf/ sits beside the package.
+    return Path(__file__).resolve().parent.parent / "conf" / "simpleproxy.yaml"
+
+
+def _load(path: str | None) -> tuple[Config | None, Path]:
+    config_path = Path(path) if path else default_config_path()
+    try:
+        return load_config(config_path), config_path
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None, config_path
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config, path = _load(args.config)
+    if config is None:
+        return 1
+    print(f"{path}: configuration is valid")
+    print("listen: " + ", ".join(f"http://{h}:{p}" for h, p in config.listen))
+    print(describe_routes(config))
+    return 0
+
+
+def describe_routes(config: Config) -> str:
+    """One line per route, as the proxy understood it."""
+    lines = [f"routes ({len(config.routes)}):"]
+    for route in config.routes:
+        host = route.host or "(any host)"
+        if route.respond is not None:
+            action = f"respond {route.respond.status}"
+        else:
+            upstream = config.upstreams.get(route.upstream or "")
+            servers = ", ".join(s.url for s in upstream.servers) if upstream else "?"
+            action = f"upstream {route.upstream} (round robin: {servers})"
+        extras = []
+        if route.strip_prefix:
+            extras.append("strip_prefix")
+        if route.host_header != "client":
+            extras.append(f"host_header={route.host_header}")
+        extra = f"  [{', '.join(extras)}]" if extras else ""
+        lines.append(f"  {route.key:<11} {host:<24} {route.path:<16} -> {action}{extra}")
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config, path = _load(args.config)
+    if config is None:
+        return 1
+    _setup_logging(config.log.level)
+    return serve(config, f"configuration {path}")
+
+
+def serve(config: Config, what: str) -> int:
+    """Run a proxy for ``config`` in this thread until Ctrl-C or SIGTERM."""
+    from .server import ProxyServer, install_stop_signals
+
+    try:
+        server = ProxyServer(config)
+    except OSError as exc:
+        where = ", ".join(f"{h}:{p}" for h, p in config.listen)
+        print(f"error: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    install_stop_signals()
+    for host, port in server.addresses:
+        shown = f"[{host}]" if ":" in host else host
+        log.info("simpleproxy %s listening on http://%s:%d (%s)", __version__, shown, port, what)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:  # pragma: no cover - waitress catches it first
+        pass
+    log.info("stopped")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    _setup_logging("info")
+    return run_demo(args.listen)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="simpleproxy", description="A reverse proxy for simple deployments.")
+    parser.add_argument("--version", action="version", version=f"simpleproxy {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    config_help = "YAML file (default: ./simpleproxy.yaml, else the shipped conf/simpleproxy.yaml)"
+
+    run = commands.add_parser("run", help="serve with a configuration file")
+    run.add_argument("--config", "-c", help=config_help)
+    run.set_defaults(func=cmd_run)
+
+    check = commands.add_parser("check", help="validate a configuration and show its routes")
+    check.add_argument("--config", "-c", help=config_help)
+    check.set_defaults(func=cmd_check)
+
+    demo = commands.add_parser("demo", help="start two demo backends and a proxy in front of them")
+    demo.add_argument("--listen", default="127.0.0.1:8080", help="proxy address (default 127.0.0.1:8080)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args))

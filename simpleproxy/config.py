@@ -1,0 +1,497 @@
+"""YAML configuration -> frozen dataclasses, with every error named by its key path.
+
+The file is read with a safe loader that also rejects duplicate keys (PyYAML
+would silently keep the last one). One walk over the tree converts each value,
+records every problem as ``key.path[i].name: what is wrong`` and rejects keys
+it does not know, suggesting the closest known one. Nothing here runs per
+request: the result is consumed once by :class:`simpleproxy.app.ProxyApp`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+from urllib.parse import urlsplit
+
+import yaml
+
+from .errors import ConfigError
+from .request import normalize_path
+from .units import is_valid_host, parse_address, parse_duration, parse_network, parse_size
+
+T = TypeVar("T")
+
+DEFAULT_LISTEN = ("127.0.0.1", 8080)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Upstream timeouts in seconds (urllib3's ``Timeout(connect=, read=)``)."""
+
+    connect: float = 5.0  #: to open a TCP (and TLS) connection to a server
+    read: float = 60.0  #: between two reads from the server, not for the whole response
+
+
+@dataclass(frozen=True)
+class UpstreamServer:
+    """One backend: ``url`` as written, split into its parts."""
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def name(self) -> str:
+        """``host:port``, as logged and as the default ``Host`` for ``host_header: upstream``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    name: str
+    servers: tuple[UpstreamServer, ...]
+    timeouts: Timeouts = Timeouts()
+    #: idle keep-alive connections kept per server (nginx's ``keepalive``); busy
+    #: connections are bounded by ``server.threads``, since each thread holds one.
+    keepalive: int = 32
+
+
+@dataclass(frozen=True)
+class Respond:
+    """A fixed local answer (nginx ``return``, Caddy ``respond``)."""
+
+    status: int = 200
+    body: str = ""
+    content_type: str = "text/plain; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    key: str  #: ``routes[3]``, for messages
+    host: str | None  #: lower-case exact name, ``*.suffix``, or None for any host
+    path: str  #: normalised prefix without a trailing slash ("/" for everything)
+    upstream: str | None = None
+    respond: Respond | None = None
+    strip_prefix: bool = False
+    #: ``client`` keeps the client's Host, ``upstream`` sends the server's
+    #: host:port, anything else is sent literally.
+    host_header: str = "client"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The waitress front end. Defaults differ from waitress's where a proxy needs it."""
+
+    threads: int = 16  #: concurrent requests in flight (each holds one upstream connection)
+    connection_limit: int = 1000  #: open client connections (waitress: 100, too few)
+    channel_timeout: float = 60.0  #: seconds an idle client connection is kept
+    backlog: int = 1024  #: listen(2) queue
+    max_request_body: int = 16 * 1024**2  #: larger bodies get 413 before any backend sees them
+    max_request_header: int = 64 * 1024  #: larger heads get 431/400 from waitress
+    #: output buffered per connection before the app thread waits for the client;
+    #: keeps memory flat under many slow readers (waitress: 16 MiB).
+    outbuf_high_watermark: int = 1024**2
+
+
+@dataclass(frozen=True)
+class HeaderSettings:
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    forwarded: bool = False  #: add an RFC 7239 ``Forwarded`` field upstream
+    via: bool = False  #: add ``Via: 1.1 simpleproxy`` both ways
+    #: relay the backend's ``Server`` field (nginx hides it and sends its own)
+    pass_server: bool = False
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    access: str = "stdout"  #: ``stdout``, ``stderr``, ``off`` or a file path
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: tuple[tuple[str, int], ...] = (DEFAULT_LISTEN,)
+    server: ServerSettings = ServerSettings()
+    headers: HeaderSettings = HeaderSettings()
+    log: LogSettings = LogSettings()
+    upstreams: dict[str, UpstreamConfig] = field(default_factory=dict)
+    routes: tuple[RouteConfig, ...] = ()
+    source: str = "<memory>"
+
+
+# --------------------------------------------------------------------------- reading YAML
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                "while reading a mapping", node.start_mark,
+                f"found the key {key!r} twice", key_node.start_mark,
+            )
+        seen[key] = True
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML file; raise :class:`ConfigError` listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the file: {exc.strerror or exc}", str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("the file is not UTF-8 text", str(path)) from None
+    return parse_config(text, source=str(path))
+
+
+def parse_config(text: str, source: str = "<memory>") -> Config:
+    """Parse YAML text; the same rules as :func:`load_config`."""
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}invalid YAML: {problem}", source) from None
+    return config_from_dict(data if data is not None else {}, source=source)
+
+
+def config_from_dict(data: object, source: str = "<memory>") -> Config:
+    """Validate an already-parsed mapping (what ``yaml.safe_load`` returns)."""
+    walker = _Walker()
+    config = _read_config(_Section(walker, data, ""), source)
+    if walker.problems:
+        raise ConfigError(walker.problems, source)
+    return config
+
+
+# --------------------------------------------------------------------------- the walker
+
+
+class _Walker:
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def error(self, path: str, message: str) -> None:
+        self.problems.append(f"{path}: {message}" if path else message)
+
+
+class _Section:
+    """One mapping being read. Keys that are never asked for are reported as unknown."""
+
+    def __init__(self, walker: _Walker, data: object, path: str) -> None:
+        self.walker = walker
+        self.path = path
+        self.taken: set[str] = set()
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            walker.error(path, f"expected a mapping of keys, got {_kind(data)}")
+            data = {}
+        self.data: dict = data
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def has(self, name: str) -> bool:
+        return name in self.data
+
+    def get(self, name: str, convert: Callable[[Any], T], default: T) -> T:
+        self.taken.add(name)
+        if name not in self.data:
+            return default
+        try:
+            return convert(self.data[name])
+        except ValueError as exc:
+            self.walker.error(self.key(name), str(exc))
+            return default
+
+    def section(self, name: str) -> _Section:
+        self.taken.add(name)
+        return _Section(self.walker, self.data.get(name), self.key(name))
+
+    def items(self, name: str) -> Iterator[tuple[str, object]]:
+        """``(key path, value)`` for each element of a list (a lone value counts as one)."""
+        self.taken.add(name)
+        value = self.data.get(name)
+        if value is None:
+            return
+        if not isinstance(value, list):
+            value = [value]
+        for i, item in enumerate(value):
+            yield f"{self.key(name)}[{i}]", item
+
+    def done(self) -> None:
+        for unknown in sorted(set(self.data) - self.taken, key=str):
+            hint = _did_you_mean(str(unknown), self.taken)
+            self.walker.error(self.key(str(unknown)), f"unknown key{hint}")
+
+
+def _did_you_mean(word: str, choices: object) -> str:
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)  # type: ignore[arg-type]
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _kind(value: object) -> str:
+    return {dict: "a mapping", list: "a list", str: "text", type(None): "nothing"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _integer(low: int, high: int) -> Callable[[object], int]:
+    def convert(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"expected a whole number from {low} to {high}, got {value!r}")
+        return value
+
+    return convert
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected text, got {_kind(value)}")
+    return value
+
+
+def _choice(*choices: str) -> Callable[[object], str]:
+    def convert(value: object) -> str:
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return str(value)
+
+    return convert
+
+
+def _positive_duration(value: object) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"must be more than zero, got {value!r}")
+    return seconds
+
+
+# --------------------------------------------------------------------------- the schema
+
+
+def _read_config(root: _Section, source: str) -> Config:
+    listen = _read_listen(root.section("listen"))
+    server = _read_server(root.section("server"))
+    headers = _read_headers(root.section("headers"))
+    log = _read_log(root.section("log"))
+    upstreams: dict[str, UpstreamConfig] = {}
+    ups = root.section("upstreams")
+    for name in ups.data:
+        ups.taken.add(name)
+        upstream = _read_upstream(_Section(root.walker, ups.data[name], ups.key(str(name))), str(name))
+        if upstream is not None:
+            upstreams[str(name)] = upstream
+    ups.done()
+    routes = tuple(
+        route
+        for key, item in root.items("routes")
+        if (route := _read_route(_Section(root.walker, item, key), ups.data)) is not None
+    )
+    if not root.has("routes"):
+        root.walker.error("routes", "at least one route is needed")
+    _check_duplicate_routes(root.walker, routes)
+    root.done()
+    return Config(listen, server, headers, log, upstreams, routes, source)
+
+
+def _read_listen(section: _Section) -> tuple[tuple[str, int], ...]:
+    addresses = []
+    for key, value in section.items("http"):
+        try:
+            addresses.append(parse_address(value))
+        except ValueError as exc:
+            section.walker.error(key, str(exc))
+    if section.has("http") and not addresses and not section.walker.problems:
+        section.walker.error(section.key("http"), "give at least one host:port")
+    section.done()
+    if len(set(addresses)) != len(addresses):
+        section.walker.error(section.key("http"), "the same address is listed twice")
+    return tuple(addresses) or (DEFAULT_LISTEN,)
+
+
+def _read_server(s: _Section) -> ServerSettings:
+    d = ServerSettings()
+    settings = ServerSettings(
+        threads=s.get("threads", _integer(1, 1024), d.threads),
+        connection_limit=s.get("connection_limit", _integer(1, 1_000_000), d.connection_limit),
+        channel_timeout=s.get("channel_timeout", _positive_duration, d.channel_timeout),
+        backlog=s.get("backlog", _integer(1, 65535), d.backlog),
+        max_request_body=s.get("max_request_body", parse_size, d.max_request_body),
+        max_request_header=s.get("max_request_header", parse_size, d.max_request_header),
+        outbuf_high_watermark=s.get("outbuf_high_watermark", parse_size, d.outbuf_high_watermark),
+    )
+    s.done()
+    return settings
+
+
+def _read_headers(s: _Section) -> HeaderSettings:
+    proxies = []
+    for key, value in s.items("trusted_proxies"):
+        try:
+            proxies.append(parse_network(value))
+        except ValueError as exc:
+            s.walker.error(key, str(exc))
+    settings = HeaderSettings(
+        trusted_proxies=tuple(proxies),
+        forwarded=s.get("forwarded", _boolean, False),
+        via=s.get("via", _boolean, False),
+        pass_server=s.get("pass_server", _boolean, False),
+    )
+    s.done()
+    return settings
+
+
+def _read_log(s: _Section) -> LogSettings:
+    settings = LogSettings(
+        access=s.get("access", _text, "stdout"),
+        level=s.get("level", _choice("debug", "info", "warning", "error"), "info"),
+    )
+    s.done()
+    return settings
+
+
+def _read_upstream(s: _Section, name: str) -> UpstreamConfig | None:
+    servers: list[UpstreamServer] = []
+    for key, item in s.items("servers"):
+        entry = _Section(s.walker, item if not isinstance(item, str) else {"url": item}, key)
+        url = entry.get("url", _text, "")
+        if not entry.has("url"):
+            s.walker.error(entry.key("url"), "each server needs a url")
+        elif url:
+            try:
+                server = _parse_server_url(url)
+            except ValueError as exc:
+                s.walker.error(entry.key("url"), str(exc))
+            else:
+                if any(other.name == server.name and other.scheme == server.scheme for other in servers):
+                    s.walker.error(entry.key("url"), f"{url} is listed twice in this upstream")
+                servers.append(server)
+        entry.done()
+    if not s.has("servers"):
+        s.walker.error(s.key("servers"), "an upstream needs at least one server")
+    t = s.section("timeouts")
+    timeouts = Timeouts(
+        connect=t.get("connect", _positive_duration, Timeouts.connect),
+        read=t.get("read", _positive_duration, Timeouts.read),
+    )
+    t.done()
+    keepalive = s.get("keepalive", _integer(0, 10_000), 32)
+    s.done()
+    return UpstreamConfig(name, tuple(servers), timeouts, keepalive) if servers else None
+
+
+def _parse_server_url(url: str) -> UpstreamServer:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{url!r} is not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{url!r}: the scheme must be http:// or https://")
+    if not parts.hostname:
+        raise ValueError(f"{url!r} has no host")
+    if parts.username or parts.password:
+        raise ValueError(f"{url!r}: credentials in a server URL are not supported")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"{url!r}: a server URL is scheme://host:port only, without a path")
+    host = parts.hostname
+    if not is_valid_host(f"[{host}]" if ":" in host else host):
+        raise ValueError(f"{url!r}: {host!r} is not a host name or IP address")
+    return UpstreamServer(url, parts.scheme, host, port or (443 if parts.scheme == "https" else 80))
+
+
+def _route_host(value: object) -> str:
+    host = _text(value).lower().rstrip(".")
+    bare = host[2:] if host.startswith("*.") else host
+    if ":" in bare and not bare.startswith("["):
+        raise ValueError(f"{value!r}: give the host without a port (ports are ignored when matching)")
+    if "*" in bare or not is_valid_host(bare):
+        raise ValueError(f"{value!r} is not a host name, '*.domain' or an IP address")
+    return host
+
+
+def _route_path(value: object) -> str:
+    text = _text(value)
+    if not text.startswith("/") or "?" in text or "#" in text:
+        raise ValueError(f"{value!r}: a path prefix starts with / and has no query")
+    normal = normalize_path(text)
+    if normal != text:
+        raise ValueError(f"{value!r} is not in normal form; write {normal!r}")
+    return text.rstrip("/") or "/"
+
+
+def _read_route(s: _Section, upstream_names: dict) -> RouteConfig | None:
+    host = s.get("host", _route_host, None)
+    path = s.get("path", _route_path, "/")
+    upstream = s.get("upstream", _text, None)
+    respond = _read_respond(s.section("respond")) if s.has("respond") else None
+    s.taken.add("respond")
+    if upstream is not None and upstream not in upstream_names:
+        hint = _did_you_mean(upstream, upstream_names)
+        s.walker.error(s.key("upstream"), f"no upstream named {upstream!r}{hint}")
+    if s.has("upstream") and s.has("respond"):
+        s.walker.error(s.path, "a route has 'upstream' or 'respond', not both")
+    elif not s.has("upstream") and not s.has("respond"):
+        s.walker.error(s.path, "a route needs either 'upstream' or 'respond'")
+    host_header = s.get("host_header", _host_header, "client")
+    route = RouteConfig(
+        key=s.path,
+        host=host,
+        path=path,
+        upstream=upstream,
+        respond=respond,
+        strip_prefix=s.get("strip_prefix", _boolean, False),
+        host_header=host_header,
+    )
+    s.done()
+    return route
+
+
+def _host_header(value: object) -> str:
+    text = _text(value)
+    if text not in ("client", "upstream") and not is_valid_host(text.rpartition(":")[0] or text):
+        raise ValueError(f"expected client, upstream or a host name, got {value!r}")
+    return text
+
+
+def _read_respond(s: _Section) -> Respond:
+    respond = Respond(
+        status=s.get("status", _integer(200, 599), 200),
+        body=s.get("body", str, ""),
+        content_type=s.get("content_type", _text, Respond.content_type),
+    )
+    s.done()
+    return respond
+
+
+def _check_duplicate_routes(walker: _Walker, routes: tuple[RouteConfig, ...]) -> None:
+    seen: dict[tuple[str | None, str], str] = {}
+    for route in routes:
+        earlier = seen.setdefault((route.host, route.path), route.key)
+        if earlier != route.key:
+            where = f"host {route.host!r}" if route.host else "any host"
+            walker.error(route.key, f"same host and path as {earlier} ({where}, path {route.path!r})")

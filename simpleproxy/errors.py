@@ -1,0 +1,113 @@
+"""One exception tree for everything that can go wrong with a request.
+
+Stages raise these; only :mod:`simpleproxy.app` turns them into responses, so
+there is exactly one place that writes an error page. Each class carries its
+HTTP status and a short, client-safe reason: never a traceback, never a secret.
+"""
+
+from __future__ import annotations
+
+
+class ProxyError(Exception):
+    """A request could not be served; ``status`` is what the client gets."""
+
+    status: int = 500
+    reason: str = "Internal Server Error"
+    #: the upstream server (host:port) that failed, for the log line
+    upstream: str = ""
+
+    def __init__(self, detail: str = "", *, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(detail or self.reason)
+        #: Short text for the response body and the log line.
+        self.detail = detail or self.reason
+        #: Extra response headers (``Allow``, ``Retry-After``, ...).
+        self.headers = headers
+
+
+class ClientError(ProxyError):
+    """The request itself is at fault; the backend never sees it."""
+
+    status = 400
+    reason = "Bad Request"
+
+
+class BadRequest(ClientError):
+    status = 400
+    reason = "Bad Request"
+
+
+class Forbidden(ClientError):
+    status = 403
+    reason = "Forbidden"
+
+
+class NoRoute(ClientError):
+    status = 404
+    reason = "Not Found"
+
+
+class LengthRequired(ClientError):
+    status = 411
+    reason = "Length Required"
+
+
+class TooLarge(ClientError):
+    status = 413
+    reason = "Content Too Large"
+
+
+class RateLimited(ClientError):
+    status = 429
+    reason = "Too Many Requests"
+
+
+class UpstreamError(ProxyError):
+    """The backend failed us; counted against the backend, not the client."""
+
+    status = 502
+    reason = "Bad Gateway"
+
+
+class UpstreamConnectError(UpstreamError):
+    """Refused, reset, unreachable or unresolvable: nothing was answered."""
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The backend answered something we will not relay (bad framing, bare CR...)."""
+
+
+class NoHealthyUpstream(UpstreamError):
+    status = 503
+    reason = "Service Unavailable"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    reason = "Gateway Timeout"
+
+
+class ClientDisconnected(Exception):
+    """The client went away; logged, never counted against the backend."""
+
+
+class ConfigError(Exception):
+    """A configuration file is wrong. Raised at start-up or reload only.
+
+    ``problems`` holds every error found, each already prefixed with the key
+    path it concerns (``routes[0].upstream: no upstream named 'apii'``), so a
+    user fixes the whole file in one pass instead of one error per run.
+    """
+
+    def __init__(self, problems: list[str] | str, source: str = "") -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(where + "; ".join(self.problems))
+
+    def __str__(self) -> str:
+        head = f"{self.source}: " if self.source else ""
+        if len(self.problems) == 1:
+            return head + self.problems[0]
+        lines = [f"{head}{len(self.problems)} errors"]
+        lines += [f"  {p}" for p in self.problems]
+        return "\n".join(lines)

@@ -1,0 +1,128 @@
+"""Which fields cross the proxy, and what it says about the client.
+
+Hop-by-hop fields (RFC 9110 section 7.6.1) and every field a ``Connection``
+header names are dropped in both directions. ``X-Forwarded-For``,
+``-Proto``, ``-Host`` and ``Forwarded`` are rebuilt: a client's own values are
+kept (and appended to) only when the direct peer is a configured trusted
+proxy, otherwise a client could claim any address or scheme.
+
+The request head is built as one string per request from the WSGI environ;
+the environ-key to field-name translation is cached, since header names
+repeat from one request to the next.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from .config import HeaderSettings
+from .upstream.http1 import HOP_BY_HOP
+
+#: Request fields the proxy rebuilds or must not pass on, as WSGI environ keys.
+_REBUILT = frozenset(
+    (
+        "HTTP_HOST", "HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST",
+        "HTTP_FORWARDED", "HTTP_VIA",
+        # waitress already answered "100 Continue" and holds the whole body.
+        "HTTP_EXPECT",
+        # httpoxy: a "Proxy" field becomes HTTP_PROXY in CGI-style environments.
+        "HTTP_PROXY",
+    )
+)
+_SKIP = _REBUILT | {"HTTP_" + name.upper().replace("-", "_") for name in HOP_BY_HOP}
+_NAME_CACHE_LIMIT = 4096
+_names: dict[str, str | None] = {}
+_UNKNOWN = "\0"  # a field name can never be this
+
+
+def _field_name(key: str) -> str | None:
+    """``HTTP_X_API_KEY`` -> ``X-Api-Key``; None for keys that are not forwarded."""
+    name = None
+    if key.startswith("HTTP_") and key not in _SKIP and not key.startswith("HTTP_PROXY_"):
+        name = "-".join(part.capitalize() for part in key[5:].split("_"))
+    elif key == "CONTENT_TYPE":
+        name = "Content-Type"
+    if len(_names) < _NAME_CACHE_LIMIT:
+        _names[key] = name
+    return name
+
+
+class ForwardingHeaders:
+    """The per-configuration part of header handling: trust and options."""
+
+    def __init__(self, settings: HeaderSettings) -> None:
+        self.settings = settings
+        self._trusted = settings.trusted_proxies
+        self._trust_cache: dict[str, bool] = {}
+
+    def is_trusted(self, address: str) -> bool:
+        if not self._trusted:
+            return False
+        known = self._trust_cache.get(address)
+        if known is None:
+            try:
+                ip = ipaddress.ip_address(address)
+                known = any(ip in network for network in self._trusted)
+            except ValueError:
+                known = False
+            if len(self._trust_cache) < _NAME_CACHE_LIMIT:
+                self._trust_cache[address] = known
+        return known
+
+    def request_head(
+        self, environ: dict[str, Any], method: str, target: str, host: str, client: str,
+        scheme: str, authority: str, body_length: int,
+    ) -> bytes:
+        """The request line and fields sent upstream, ending with the blank line."""
+        lines = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
+        connection_named = environ.get("HTTP_CONNECTION")
+        named = (
+            {"HTTP_" + t.strip().upper().replace("-", "_") for t in connection_named.split(",")}
+            if connection_named
+            else ()
+        )
+        names = _names
+        for key, value in environ.items():
+            name = names.get(key, _UNKNOWN)
+            if name is _UNKNOWN:
+                name = _field_name(key)
+            if name is not None and key not in named:
+                lines.append(f"{name}: {value}\r\n")
+
+        trusted = self.is_trusted(client)
+        prior_for = environ.get("HTTP_X_FORWARDED_FOR") if trusted else None
+        lines.append(f"X-Forwarded-For: {prior_for}, {client}\r\n" if prior_for else f"X-Forwarded-For: {client}\r\n")
+        lines.append(f"X-Forwarded-Proto: {(trusted and environ.get('HTTP_X_FORWARDED_PROTO')) or scheme}\r\n")
+        if authority:
+            lines.append(f"X-Forwarded-Host: {(trusted and environ.get('HTTP_X_FORWARDED_HOST')) or authority}\r\n")
+        settings = self.settings
+        if settings.forwarded:
+            lines.append(f"Forwarded: {self._forwarded(environ, trusted, client, scheme, authority)}\r\n")
+        if settings.via:
+            prior_via = environ.get("HTTP_VIA")
+            ours = f"{environ.get('SERVER_PROTOCOL', 'HTTP/1.1')[5:]} simpleproxy"
+            lines.append(f"Via: {prior_via}, {ours}\r\n" if prior_via else f"Via: {ours}\r\n")
+        if body_length > 0 or environ.get("CONTENT_LENGTH"):
+            lines.append(f"Content-Length: {max(body_length, 0)}\r\n")
+        lines.append("\r\n")
+        return "".join(lines).encode("latin-1")
+
+    @staticmethod
+    def _forwarded(environ: dict[str, Any], trusted: bool, client: str, scheme: str, authority: str) -> str:
+        """RFC 7239: ``for=`` (IPv6 quoted and bracketed), ``proto=``, ``host=``."""
+        node = f'"[{client}]"' if ":" in client else client or "unknown"
+        element = f"for={node};proto={scheme}"
+        if authority:
+            element += f';host="{authority}"' if ":" in authority else f";host={authority}"
+        prior = environ.get("HTTP_FORWARDED") if trusted else None
+        return f"{prior}, {element}" if prior else element
+
+    def response_headers(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Apply ``pass_server`` and ``via`` to a response's end-to-end fields."""
+        settings = self.settings
+        if not settings.pass_server:
+            headers = [(n, v) for n, v in headers if n.lower() != "server"]
+        if settings.via:
+            headers.append(("Via", "1.1 simpleproxy"))
+        return headers

@@ -1,0 +1,39 @@
+"""What a handler returns: a WSGI status, fields and body, plus what the log needs."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from .config import Respond
+
+
+class Response:
+    __slots__ = ("status", "headers", "body", "upstream")
+
+    def __init__(
+        self, status: str, headers: list[tuple[str, str]], body: Iterable[bytes], upstream: str = "-"
+    ) -> None:
+        self.status = status  #: "200 OK"
+        self.headers = headers
+        #: a list when the whole body is known, else an iterable with ``close()``
+        self.body = body
+        self.upstream = upstream  #: the server that answered, "-" for a local answer
+
+
+class FixedResponder:
+    """A route's ``respond:``: the same local answer every time, built once."""
+
+    def __init__(self, respond: Respond) -> None:
+        from http import HTTPStatus
+
+        try:
+            phrase = HTTPStatus(respond.status).phrase
+        except ValueError:
+            phrase = "Unknown"
+        self._status = f"{respond.status} {phrase}"
+        self._body = respond.body.encode("utf-8")
+        self._headers = [("Content-Type", respond.content_type), ("Content-Length", str(len(self._body)))]
+
+    def __call__(self, request: Any) -> Response:
+        body = [] if request.method == "HEAD" else [self._body]
+        return Response(self._status, list(self._headers), body)

@@ -1,0 +1,214 @@
+"""The terminal handler: send one request to an upstream server and relay its answer.
+
+The request head is built in one piece and sent with the body in as few
+writes as possible; the response head is parsed strictly (:mod:`.http1`) and
+the body streams to the client as it arrives. A connection goes back to its
+pool only when the response ended exactly where its framing said; anything
+else (a client that left, a backend that broke off, more bytes than promised)
+closes it, so no later request can read the leftovers of this one.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any, Callable
+
+from ..config import RouteConfig
+from ..errors import (
+    BadRequest,
+    ProxyError,
+    TooLarge,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
+from ..headers import ForwardingHeaders
+from ..request import Request
+from ..response import Response
+from .http1 import RECV_SIZE, BodyReader, ResponseHead, UpstreamClosed, parse_head, read_head
+from .pool import ServerPool, Upstream
+
+log = logging.getLogger("simpleproxy.upstream")
+
+#: RFC 9110 section 9.2.2; only these are resent after a stale keep-alive connection.
+IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"))
+_SMALL_BODY = 64 * 1024
+
+
+class UpstreamBodyAborted(Exception):
+    """Raised to the WSGI server mid-body, so it cuts the client connection.
+
+    A clean end would let the client take a truncated body for a whole one
+    (waitress would write the last chunk of a chunked response).
+    """
+
+
+class UpstreamHandler:
+    """Forwards requests of one route to one upstream."""
+
+    def __init__(self, route: RouteConfig, upstream: Upstream, headers: ForwardingHeaders, max_body: int) -> None:
+        self.route = route
+        self.upstream = upstream
+        self.headers = headers
+        self.max_body = max_body
+        self._host_header = route.host_header
+
+    def __call__(self, request: Request) -> Response:
+        server = self.upstream.pick()
+        body = _read_body(request, self.max_body)
+        host = self._host_header
+        if host == "client":
+            host = request.authority or server.name
+        elif host == "upstream":
+            host = server.name
+        target = request.route.upstream_path(request.path) + request.query
+        head = self.headers.request_head(
+            request.environ, request.method, target, host, request.client,
+            request.scheme, request.authority, request.content_length if body is None else len(body),
+        )
+        conn, response, rest = self._exchange(server, request, head, body)
+        headers = self.headers.response_headers(response.headers)
+        if not response.has_body:
+            data, clean = b"", not rest
+        elif 0 <= response.length <= len(rest):
+            data, clean = rest[: response.length], len(rest) == response.length
+        else:
+            body_iter = StreamingBody(BodyReader(conn.sock, response, rest), server, conn, response.keep_alive)
+            return Response(response.status_line, headers, body_iter, server.name)
+        # The whole body is already here: hand the connection back before relaying it.
+        if response.keep_alive and clean:
+            server.release(conn)
+        else:
+            server.discard(conn)
+        return Response(response.status_line, headers, [data] if data else [], server.name)
+
+    def _exchange(
+        self, server: ServerPool, request: Request, head: bytes, body: bytes | None
+    ) -> tuple[Any, ResponseHead, bytes]:
+        """Send the request, read the final response head; one retry on a stale connection."""
+        for attempt in (1, 2):
+            conn, reused = server.acquire()
+            sent = False
+            try:
+                _send(conn.sock, head, body, request)
+                sent = True
+                rest = b""
+                while True:
+                    raw, rest = read_head(conn.sock, rest)
+                    response = parse_head(raw, request.method)
+                    if response.status >= 200:
+                        return conn, response, rest
+                    if response.status == 101:
+                        raise UpstreamProtocolError("unexpected 101 Switching Protocols")
+                    # 100 Continue, 103 Early Hints: informational, WSGI cannot relay them.
+            except (UpstreamClosed, ConnectionResetError, BrokenPipeError) as exc:
+                server.discard(conn)
+                received = isinstance(exc, UpstreamClosed) and exc.received
+                stale = reused and not received and attempt == 1 and request.method in IDEMPOTENT
+                if stale and (body is not None or request.content_length == 0):
+                    log.debug("retrying on a new connection to %s: stale keep-alive", server.name)
+                    continue
+                raise _with_server(
+                    UpstreamConnectError("upstream closed the connection" if sent else "upstream reset the connection"),
+                    server,
+                ) from None
+            except socket.timeout:
+                server.discard(conn)
+                raise _with_server(UpstreamTimeout("upstream read timed out"), server) from None
+            except ProxyError as exc:
+                server.discard(conn)
+                raise _with_server(exc, server) from None
+            except OSError as exc:
+                server.discard(conn)
+                raise _with_server(UpstreamConnectError(f"upstream I/O error ({exc.strerror or type(exc).__name__})"), server) from None
+            except BaseException:
+                server.discard(conn)
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _with_server(exc: ProxyError, server: ServerPool) -> ProxyError:
+    exc.upstream = server.name
+    return exc
+
+
+def _read_body(request: Request, max_body: int) -> bytes | None:
+    """Small bodies are read now (sent with the head, and resendable); large ones stream."""
+    length = request.content_length
+    stream = request.environ["wsgi.input"]
+    if length < 0:  # no length: another WSGI server's de-chunked input; bounded read
+        data = stream.read(max_body + 1)
+        if len(data) > max_body:
+            raise TooLarge(f"request body over {max_body} bytes")
+        return data
+    if length > _SMALL_BODY:
+        return None
+    data = stream.read(length) if length else b""
+    if len(data) != length:
+        raise BadRequest("request body shorter than its Content-Length")
+    return data
+
+
+def _send(sock: socket.socket, head: bytes, body: bytes | None, request: Request) -> None:
+    if body is not None:
+        sock.sendall(head + body if body else head)
+        return
+    sock.sendall(head)
+    stream = request.environ["wsgi.input"]
+    left = request.content_length
+    while left:
+        data = stream.read(min(left, RECV_SIZE))
+        if not data:
+            raise BadRequest("request body shorter than its Content-Length")
+        sock.sendall(data)
+        left -= len(data)
+
+
+class StreamingBody:
+    """The WSGI iterable for a body still arriving; releases the connection on close."""
+
+    __slots__ = ("reader", "server", "conn", "keep_alive", "sent", "error", "on_close")
+
+    def __init__(self, reader: BodyReader, server: ServerPool, conn: Any, keep_alive: bool) -> None:
+        self.reader = reader
+        self.server = server
+        self.conn = conn
+        self.keep_alive = keep_alive
+        self.sent = 0
+        self.error = ""
+        self.on_close: Callable[[StreamingBody], None] | None = None
+
+    def __iter__(self) -> StreamingBody:
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            data = self.reader.read()
+        except socket.timeout:
+            self.error = "upstream read timed out mid-body"
+        except UpstreamClosed:
+            self.error = "upstream closed mid-body"
+        except UpstreamError as exc:
+            self.error = exc.detail
+        except OSError as exc:
+            self.error = f"upstream I/O error mid-body ({exc.strerror or type(exc).__name__})"
+        else:
+            if data:
+                self.sent += len(data)
+                return data
+            raise StopIteration
+        log.warning("%s from %s after %d bytes", self.error, self.server.name, self.sent)
+        raise UpstreamBodyAborted(self.error)
+
+    def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            if self.reader.complete and self.keep_alive:
+                self.server.release(conn)
+            else:  # the client left, or the backend broke off: never reuse
+                self.server.discard(conn)
+        if self.on_close is not None:
+            on_close, self.on_close = self.on_close, None
+            on_close(self)

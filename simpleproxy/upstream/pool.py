@@ -1,0 +1,117 @@
+"""Upstream servers and their connection pools.
+
+Each server gets one urllib3 ``HTTPConnectionPool`` (``HTTPSConnectionPool``
+for https), which owns what urllib3 does well: opening connections with the
+connect timeout, TLS, detecting a connection the server dropped while it sat
+idle, and keeping a bounded LIFO of idle keep-alive connections. The request
+itself is spoken on the connected socket by :mod:`.http1`; this module only
+lends and takes back connections.
+
+urllib3 is asked through ``_get_conn``/``_put_conn``, the two methods its own
+``urlopen`` uses: its only API that hands out a connection without also
+running http.client, which would cost more CPU than the rest of a proxied
+request together.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+from typing import Iterator
+
+import urllib3
+from urllib3.connection import HTTPConnection
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+
+from ..config import UpstreamConfig, UpstreamServer
+from ..errors import ProxyError, UpstreamConnectError, UpstreamTimeout
+
+
+class ServerPool:
+    """One upstream server and its idle keep-alive connections."""
+
+    def __init__(self, server: UpstreamServer, config: UpstreamConfig) -> None:
+        self.server = server
+        self.name = server.name
+        self.read_timeout = config.timeouts.read
+        pool_class = urllib3.HTTPSConnectionPool if server.scheme == "https" else urllib3.HTTPConnectionPool
+        self._pool = pool_class(
+            server.host,
+            server.port,
+            maxsize=max(1, config.keepalive),
+            block=False,  # concurrency is bounded by the server's threads, not here
+            timeout=urllib3.Timeout(connect=config.timeouts.connect, read=config.timeouts.read),
+            retries=False,
+        )
+        self._idle = self._pool.pool  # the LifoQueue of idle connections
+        self._keepalive = config.keepalive
+
+    def acquire(self) -> tuple[HTTPConnection, bool]:
+        """A connected connection and whether it was reused from the pool."""
+        conn = self._pool._get_conn()  # noqa: SLF001 - see the module docstring
+        reused = conn.sock is not None
+        if not reused:
+            try:
+                conn.connect()
+            except BaseException as exc:
+                self.discard(conn)
+                raise connect_error(exc, self.name) from None
+        conn.sock.settimeout(self.read_timeout)
+        return conn, reused
+
+    def release(self, conn: HTTPConnection) -> None:
+        """Give back a connection whose last response was read to its exact end."""
+        idle = self._idle
+        if idle is not None and len(idle.queue) < self._keepalive:  # no lock: a race only costs a warning
+            self._pool._put_conn(conn)  # noqa: SLF001
+        else:
+            conn.close()  # the pool is full: urllib3 would do the same, with a warning
+
+    def discard(self, conn: HTTPConnection) -> None:
+        """Close a connection in an unknown state; its pool slot is freed."""
+        conn.close()
+        idle = self._idle
+        if idle is not None and len(idle.queue) < self._keepalive:
+            self._pool._put_conn(None)  # noqa: SLF001 - as urllib3's urlopen does on error
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def connect_error(exc: BaseException, server: str) -> Exception:
+    """Translate a failure to connect. Refused is 502, only a timeout is 504.
+
+    ``NewConnectionError`` subclasses ``ConnectTimeoutError`` in urllib3, so
+    the order of these checks matters.
+    """
+    if isinstance(exc, NameResolutionError):
+        error: ProxyError = UpstreamConnectError("cannot resolve the upstream host")
+    elif isinstance(exc, NewConnectionError):
+        refused = isinstance(exc.__cause__, ConnectionRefusedError)
+        error = UpstreamConnectError("upstream refused the connection" if refused else "cannot connect to upstream")
+    elif isinstance(exc, (ConnectTimeoutError, socket.timeout)):
+        error = UpstreamTimeout("upstream connect timed out")
+    elif isinstance(exc, Exception):
+        error = UpstreamConnectError(f"cannot connect to upstream ({type(exc).__name__})")
+    else:
+        return exc  # KeyboardInterrupt and friends pass through
+    error.upstream = server
+    return error
+
+
+class Upstream:
+    """A named group of servers, picked in turn (round robin)."""
+
+    def __init__(self, config: UpstreamConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.servers = [ServerPool(server, config) for server in config.servers]
+        # next() on itertools.cycle is atomic under the GIL: no lock on the hot path.
+        self._turn: Iterator[ServerPool] = itertools.cycle(self.servers)
+
+    def pick(self) -> ServerPool:
+        return next(self._turn)
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()
