@@ -1,8 +1,10 @@
 """A fast keep-alive HTTP/1.1 backend for benchmarks (asyncio, one thread).
 
-GET /1k    1 KiB body
-GET /10m   10 MiB body
-GET /300m  300 MiB body, streamed in 1 MiB writes with flow control
+GET .../1k    1 KiB body
+GET .../10m   10 MiB body
+GET .../300m  300 MiB body, streamed in 1 MiB writes with flow control
+
+Only the last path segment counts, so every proxy can be measured on /bench/...
 
 Prints its port on stdout, then serves until killed. Loopback only.
 """
@@ -14,7 +16,7 @@ import sys
 
 MIB = 1024 * 1024
 _CHUNK = b"x" * MIB
-SIZES = {b"/1k": 1024, b"/10m": 10 * MIB, b"/300m": 300 * MIB}
+SIZES = {b"1k": 1024, b"10m": 10 * MIB, b"300m": 300 * MIB}
 
 
 def _head(size: int) -> bytes:
@@ -52,7 +54,7 @@ class Backend(asyncio.Protocol):
             if end < 0:
                 return
             head, self.buf = self.buf[:end], self.buf[end + 4:]
-            path = head.split(b" ", 2)[1]
+            path = head.split(b" ", 2)[1].rpartition(b"/")[2]
             if path in _SMALL:
                 self.transport.write(_SMALL[path])  # type: ignore[attr-defined]
                 if b"\r\nconnection: close" in head.lower():

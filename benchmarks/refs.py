@@ -18,11 +18,11 @@ from simpleproxy.config import config_from_dict
 from simpleproxy.server import waitress_settings
 
 MIB = 1024 * 1024
-BODIES = {"/1k": b"x" * 1024, "/10m": b"x" * (10 * MIB)}
+BODIES = {"1k": b"x" * 1024, "10m": b"x" * (10 * MIB)}
 
 
 def hello(environ, start_response):  # type: ignore[no-untyped-def]
-    body = BODIES.get(environ["PATH_INFO"], b"")
+    body = BODIES.get(environ["PATH_INFO"].rpartition("/")[2], b"")
     start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(body)))])
     return [body]
 
@@ -34,7 +34,7 @@ def not_found(environ, start_response):  # type: ignore[no-untyped-def]
 
 def main(argv: list[str]) -> None:
     kind = argv[0]
-    app = hello if kind == "hello" else ProxyMiddleware(not_found, {"/": {"target": argv[1]}})
+    app = hello if kind == "hello" else ProxyMiddleware(not_found, {"/bench": {"target": argv[1]}})
     # The same waitress settings simpleproxy runs with, so the comparison is fair.
     config = config_from_dict({"listen": {"http": "127.0.0.1:0"}, "routes": [{"respond": {}}], "log": {"access": "off"}})
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # as simpleproxy does

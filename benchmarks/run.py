@@ -212,7 +212,7 @@ def main() -> int:
 
         # Servers share CPU 0, so each is measured alone while the others idle. Rounds
         # interleave the targets so that a noisy neighbour hits all of them alike.
-        runs = [("/1k", c) for c in args.connections] + [("/10m", 16)]
+        runs = [("/bench/1k", c) for c in args.connections] + [("/bench/10m", 16)]
         samples: dict[tuple[str, str, int], list[dict[str, float]]] = {}
         for path, conns in runs:
             for name, port in targets.items():
@@ -230,8 +230,8 @@ def main() -> int:
         for path, conns in runs:
             ceiling = results[("waitress hello-world", path, conns)]
             werkzeug = results[("werkzeug ProxyMiddleware", path, conns)]
-            unit = "MiB/s" if path == "/10m" else "req/s"
-            key = "mibs" if path == "/10m" else "rps"
+            unit = "MiB/s" if path.endswith("10m") else "req/s"
+            key = "mibs" if path.endswith("10m") else "rps"
             print(f"\nGET {path}, {conns} connections, keep-alive")
             print(f"  {'target':26} {unit:>10} {'p50 ms':>8} {'p99 ms':>8} {'/ceiling':>9} {'/werkzeug':>10}")
             for name in targets:
@@ -241,7 +241,7 @@ def main() -> int:
                     f"{r[key] / ceiling[key]:9.2f} {r[key] / werkzeug[key]:10.2f} {r['errors']}"
                 )
 
-        total, seconds = stream_once(targets["simpleproxy"], "/300m")
+        total, seconds = stream_once(targets["simpleproxy"], "/bench/300m")
         print(
             f"\n300 MiB through simpleproxy: {total / MIB:.0f} MiB received in {seconds:.2f}s "
             f"({total / MIB / seconds:.0f} MiB/s); proxy peak RSS {peak_rss_mib(sp.pid):.1f} MiB"

@@ -243,7 +243,9 @@ class _Section:
 
 
 def _did_you_mean(word: str, choices: object) -> str:
-    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)  # type: ignore[arg-type]
+    names = sorted(str(c) for c in choices)  # type: ignore[attr-defined]
+    close = difflib.get_close_matches(word, names, n=1, cutoff=0.6)
+    close = close or [n for n in names if len(word) >= 3 and (n.startswith(word) or word.startswith(n))][:1]
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
@@ -272,6 +274,11 @@ def _text(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"expected text, got {_kind(value)}")
     return value
+
+
+def _access_target(value: object) -> str:
+    """``stdout``, ``stderr``, ``off`` or a path; YAML reads a bare ``off`` as false."""
+    return "off" if value is False else _text(value)
 
 
 def _choice(*choices: str) -> Callable[[object], str]:
@@ -367,7 +374,7 @@ def _read_headers(s: _Section) -> HeaderSettings:
 
 def _read_log(s: _Section) -> LogSettings:
     settings = LogSettings(
-        access=s.get("access", _text, "stdout"),
+        access=s.get("access", _access_target, "stdout"),
         level=s.get("level", _choice("debug", "info", "warning", "error"), "info"),
     )
     s.done()

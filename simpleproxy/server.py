@@ -118,7 +118,8 @@ class ProxyServer:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Close every socket from inside the loop's thread; the loop then ends."""
-        self.servers[0].trigger.pull_trigger(lambda: wasyncore.close_all(self._map))
+        if not self._stopped.is_set():
+            self.servers[0].trigger.pull_trigger(lambda: wasyncore.close_all(self._map))
         self._stopped.wait(timeout)
 
 

@@ -1,0 +1,231 @@
+"""Shared test helpers: real backends and a real proxy, all on 127.0.0.1 port 0.
+
+Servers bind before their thread starts, so a test never polls for readiness;
+tests wait on Events and Queues, never on sleep().
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import queue
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from simpleproxy.app import ProxyApp
+from simpleproxy.config import config_from_dict
+from simpleproxy.observe.accesslog import AccessLog
+from simpleproxy.server import ProxyServer
+
+SHORT_TIMEOUT = 5.0  # something that should happen at once
+LONG_TIMEOUT = 30.0  # something that moves real data
+
+
+class EchoHandler(BaseHTTPRequestHandler):
+    """Answers with JSON describing the request it received (waitress's echo fixture, in spirit)."""
+
+    protocol_version = "HTTP/1.1"
+    wbufsize = 65536
+    disable_nagle_algorithm = True
+
+    def _echo(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        self.server.seen.put((self.command, self.path))  # type: ignore[attr-defined]
+        self.server.connections.add(self.client_address)  # type: ignore[attr-defined]
+        data = json.dumps(
+            {
+                "name": self.server.name,  # type: ignore[attr-defined]
+                "method": self.command,
+                "path": self.path,
+                "headers": list(self.headers.items()),
+                "body": body.decode("latin-1"),
+                "client": self.client_address[1],
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Set-Cookie", "a=1")
+        self.send_header("Set-Cookie", "b=2")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = do_PURGE = _echo
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class EchoBackend(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, name: str) -> None:
+        super().__init__(("127.0.0.1", 0), EchoHandler)
+        self.name = name
+        self.seen: queue.Queue = queue.Queue()
+        self.connections: set = set()
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class RawBackend:
+    """A scripted backend: ``script(conn)`` runs for each accepted connection.
+
+    For failures a real server would not produce on purpose: garbage status
+    lines, bare CRs, closing mid-body, never answering.
+    """
+
+    def __init__(self, script: Callable[[socket.socket], None]) -> None:
+        self.script = script
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.accepted = 0
+        self.release = threading.Event()  # scripts that block wait on this; set at teardown
+        self.closed = queue.Queue()  # scripts report what they saw of the proxy side
+        self._conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            self._conns.append(conn)
+            threading.Thread(target=self._run, args=(conn,), daemon=True).start()
+
+    def _run(self, conn: socket.socket) -> None:
+        try:
+            self.script(conn)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self.release.set()
+        self.sock.close()
+        for conn in self._conns:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+
+def read_request(conn: socket.socket) -> bytes:
+    """Read one request head (and no body) from a raw connection."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    return data
+
+
+class Proxy:
+    """A ProxyServer on an ephemeral port with an in-memory access log."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        config = {"listen": {"http": "127.0.0.1:0"}, **config}
+        self.log_stream = io.StringIO()
+        self.access_log = AccessLog(self.log_stream)
+        self.app = ProxyApp(config_from_dict(config), access_log=self.access_log)
+        self.server = ProxyServer(self.app.config, app=self.app)
+        self.host, self.port = self.server.addresses[0]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = self.server.start()
+
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[http.client.HTTPResponse, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=LONG_TIMEOUT)
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        data = response.read()
+        conn.close()
+        return response, data
+
+    def raw(self, data: bytes) -> bytes:
+        """Send bytes as they are; read until the proxy closes or the answer is complete."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=LONG_TIMEOUT) as sock:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+            out = b""
+            while chunk := sock.recv(65536):
+                out += chunk
+            return out
+
+    def log_lines(self) -> list[str]:
+        self.access_log.flush()
+        return self.log_stream.getvalue().splitlines()
+
+    def stop(self) -> None:
+        self.server.stop()
+        self._thread.join(SHORT_TIMEOUT)
+
+
+@pytest.fixture
+def backends() -> Iterator[Callable[[str], EchoBackend]]:
+    started: list[EchoBackend] = []
+
+    def make(name: str = "A") -> EchoBackend:
+        backend = EchoBackend(name)
+        started.append(backend)
+        return backend
+
+    yield make
+    for backend in started:
+        backend.stop()
+
+
+@pytest.fixture
+def raw_backend() -> Iterator[Callable[[Callable[[socket.socket], None]], RawBackend]]:
+    started: list[RawBackend] = []
+
+    def make(script: Callable[[socket.socket], None]) -> RawBackend:
+        backend = RawBackend(script)
+        started.append(backend)
+        return backend
+
+    yield make
+    for backend in started:
+        backend.stop()
+
+
+@pytest.fixture
+def proxy() -> Iterator[Callable[[dict[str, Any]], Proxy]]:
+    started: list[Proxy] = []
+
+    def make(config: dict[str, Any]) -> Proxy:
+        p = Proxy(config)
+        started.append(p)
+        return p
+
+    yield make
+    for p in started:
+        p.stop()
+
+
+def single_upstream(url: str, **route: Any) -> dict[str, Any]:
+    """A config with one upstream and one route for it."""
+    timeouts = route.pop("timeouts", {"connect": "2s", "read": "5s"})
+    return {
+        "upstreams": {"app": {"servers": [{"url": url}], "timeouts": timeouts}},
+        "routes": [{"path": "/", "upstream": "app", **route}],
+    }

@@ -1,0 +1,178 @@
+"""The proxy on a real port in front of real backends: routing, forwarding, streaming."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+import socket
+import threading
+
+from conftest import LONG_TIMEOUT, SHORT_TIMEOUT, read_request, single_upstream
+
+
+def test_host_path_routing_strip_prefix_and_round_robin(backends, proxy) -> None:
+    a, b, c = backends("A"), backends("B"), backends("C")
+    p = proxy({
+        "upstreams": {
+            "ab": {"servers": [{"url": a.url}, {"url": b.url}]},
+            "c": {"servers": [c.url]},
+        },
+        "routes": [
+            {"host": "c.example.com", "upstream": "c"},
+            {"host": "*.example.com", "path": "/api", "upstream": "c", "strip_prefix": True},
+            {"path": "/", "upstream": "ab"},
+        ],
+    })
+    names = [json.loads(p.request("GET", "/x")[1])["name"] for _ in range(4)]
+    assert names == ["A", "B", "A", "B"]
+    echo = json.loads(p.request("GET", "/api/users?id=7", headers={"Host": "www.Example.com:8080"})[1])
+    assert (echo["name"], echo["path"]) == ("C", "/users?id=7")
+    assert ["Host", "www.Example.com:8080"] in echo["headers"]  # Host kept by default
+    # The wildcard site's only route is /api: /apix is not under it, and does not fall
+    # through to the any-host routes.
+    response, body = p.request("GET", "/apix", headers={"Host": "www.example.com"})
+    assert response.status == 404 and b"request id:" in body
+
+
+def test_dot_segments_cannot_climb_into_another_route(backends, proxy) -> None:
+    public, admin = backends("public"), backends("admin")
+    p = proxy({
+        "upstreams": {"public": {"servers": [public.url]}, "admin": {"servers": [admin.url]}},
+        "routes": [{"path": "/public", "upstream": "public"}, {"path": "/admin", "upstream": "admin"}],
+    })
+    for target in ("/public/../admin/x", "/public/%2e%2e/admin/x"):
+        echo = json.loads(p.raw(f"GET {target} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode()).split(b"\r\n\r\n", 1)[1])
+        assert (echo["name"], echo["path"]) == ("admin", "/admin/x")  # matched and forwarded alike
+    echo = json.loads(p.raw(b"GET /public/..%2fadmin HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").split(b"\r\n\r\n", 1)[1])
+    assert (echo["name"], echo["path"]) == ("public", "/public/..%2Fadmin")
+
+
+def test_bodies_any_method_and_duplicate_response_fields(backends, proxy) -> None:
+    p = proxy(single_upstream(backends().url))
+    for method in ("POST", "PUT", "PATCH", "DELETE", "PURGE"):
+        response, body = p.request(method, "/submit", body=b"x=1&y=2", headers={"Content-Type": "application/x-www-form-urlencoded"})
+        echo = json.loads(body)
+        assert (echo["method"], echo["body"]) == (method, "x=1&y=2")
+        assert ["Content-Length", "7"] in echo["headers"]
+        assert response.headers.get_all("Set-Cookie") == ["a=1", "b=2"]
+    big = bytes(range(256)) * 1024  # 256 KiB: streamed upstream rather than sent with the head
+    echo = json.loads(p.request("POST", "/big", body=big)[1])
+    assert echo["body"].encode("latin-1") == big
+
+
+def test_forwarding_headers_and_hop_by_hop_removal(backends, proxy) -> None:
+    p = proxy(single_upstream(backends().url))
+    echo = json.loads(p.request("GET", "/", headers={
+        "X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https", "Connection": "X-Hop", "X-Hop": "1",
+        "Keep-Alive": "timeout=5",
+    })[1])
+    headers = dict(echo["headers"])
+    assert headers["X-Forwarded-For"] == "127.0.0.1"
+    assert headers["X-Forwarded-Proto"] == "http"
+    assert "X-Hop" not in headers and "Keep-Alive" not in headers
+
+
+def test_trusted_proxies_may_extend_the_chain(backends, proxy) -> None:
+    p = proxy({**single_upstream(backends().url), "headers": {"trusted_proxies": ["127.0.0.0/8"], "forwarded": True}})
+    headers = dict(json.loads(p.request("GET", "/", headers={"X-Forwarded-For": "203.0.113.9"})[1])["headers"])
+    assert headers["X-Forwarded-For"] == "203.0.113.9, 127.0.0.1"
+    assert headers["Forwarded"].startswith("for=127.0.0.1;proto=http;host=")
+
+
+def test_upstream_connections_are_kept_alive_and_reused(backends, proxy) -> None:
+    backend = backends()
+    p = proxy(single_upstream(backend.url))
+    for _ in range(5):
+        assert p.request("GET", "/")[0].status == 200
+    assert len(backend.connections) == 1
+
+
+def test_response_streams_before_the_backend_finishes(raw_backend, proxy) -> None:
+    first_sent = threading.Event()
+
+    def slow(conn: socket.socket) -> None:
+        read_request(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        first_sent.set()
+        backend.release.wait(LONG_TIMEOUT)  # hold the rest until the client saw the first part
+        conn.sendall(b"4\r\nlast\r\n0\r\n\r\n")
+
+    backend = raw_backend(slow)
+    p = proxy(single_upstream(backend.url))
+    conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=LONG_TIMEOUT)
+    conn.request("GET", "/events")
+    response = conn.getresponse()
+    assert response.read1(100) == b"first"  # arrived while the backend still holds the rest
+    backend.release.set()
+    assert response.read() == b"last"
+    conn.close()
+
+
+def test_content_encoding_is_relayed_untouched(raw_backend, proxy) -> None:
+    payload = gzip.compress(b"hello " * 1000)
+
+    def gzipped(conn: socket.socket) -> None:
+        read_request(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(payload) + payload)
+
+    p = proxy(single_upstream(raw_backend(gzipped).url))
+    response, body = p.request("GET", "/", headers={"Accept-Encoding": "gzip"})
+    assert response.headers["Content-Encoding"] == "gzip" and body == payload
+
+
+def test_head_and_no_content_responses(backends, raw_backend, proxy) -> None:
+    p = proxy(single_upstream(backends().url))
+    response, body = p.request("HEAD", "/")
+    assert response.status == 200 and body == b"" and int(response.headers["Content-Length"]) > 0
+
+    def no_content(conn: socket.socket) -> None:
+        while read_request(conn):
+            conn.sendall(b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n")
+
+    p2 = proxy(single_upstream(raw_backend(no_content).url))
+    for _ in range(2):  # the connection stays usable: nothing was left unread
+        response, body = p2.request("DELETE", "/thing")
+        assert (response.status, body, response.headers["X-A"]) == (204, b"", "1")
+
+
+def test_a_large_response_streams_through(raw_backend, proxy) -> None:
+    size = 20 * 1024 * 1024
+    block = b"z" * 65536
+
+    def large(conn: socket.socket) -> None:
+        read_request(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+        for _ in range(size // len(block)):
+            conn.sendall(block)
+
+    p = proxy(single_upstream(raw_backend(large).url))
+    conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=LONG_TIMEOUT)
+    conn.request("GET", "/big")
+    response = conn.getresponse()
+    total = 0
+    while data := response.read(1024 * 1024):
+        total += len(data)
+    assert total == size
+    conn.close()
+
+
+def test_access_log_line_per_request(backends, proxy) -> None:
+    backend = backends()
+    p = proxy(single_upstream(backend.url))
+    p.request("GET", "/logged?q=1", headers={"User-Agent": "tester/1"})
+    (line,) = p.log_lines()
+    assert line.startswith("127.0.0.1 - - [")
+    assert '"GET /logged?q=1 HTTP/1.1" 200 ' in line
+    assert line.endswith(backend.url.removeprefix("http://"))
+    assert '"tester/1"' in line
+
+
+def test_shutdown_is_clean_with_idle_keepalive_clients(backends, proxy) -> None:
+    p = proxy(single_upstream(backends().url))
+    conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=SHORT_TIMEOUT)
+    conn.request("GET", "/")
+    conn.getresponse().read()
+    p.stop()  # with a keep-alive client still connected
+    assert not p._thread.is_alive()
+    conn.close()

@@ -1,0 +1,71 @@
+"""The application core without sockets: chains, local answers, error pages."""
+
+from __future__ import annotations
+
+import io
+
+from simpleproxy.app import ProxyApp, compose
+from simpleproxy.config import config_from_dict
+from simpleproxy.observe.accesslog import AccessLog
+from simpleproxy.response import Response
+
+
+def call(app: ProxyApp, path: str, **extra: object) -> tuple[str, dict[str, str], bytes]:
+    environ = {
+        "REQUEST_METHOD": "GET", "REQUEST_URI": path, "PATH_INFO": path, "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "h", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(),
+        **extra,
+    }
+    seen = {}
+
+    def start_response(status: str, headers: list) -> None:
+        seen["status"], seen["headers"] = status, dict(headers)
+
+    body = b"".join(app(environ, start_response))
+    return seen["status"], seen["headers"], body
+
+
+def test_filters_run_in_order_around_the_terminal_handler() -> None:
+    order = []
+
+    def outer(request: object, next) -> Response:
+        order.append("outer")
+        return next(request)
+
+    def deny(request: object, next) -> Response:
+        order.append("deny")
+        return Response("403 Forbidden", [], [b"no"])
+
+    def terminal(request: object) -> Response:
+        order.append("terminal")
+        return Response("200 OK", [], [b"yes"])
+
+    assert compose([outer, deny], terminal)("req").status == "403 Forbidden"
+    assert order == ["outer", "deny"]
+    assert compose([outer], terminal)("req").body == [b"yes"]
+
+
+def test_respond_routes_and_short_error_pages_with_request_ids() -> None:
+    log = io.StringIO()
+    app = ProxyApp(
+        config_from_dict({"routes": [{"host": "h", "path": "/hi", "respond": {"status": 201, "body": "hello"}}]}),
+        access_log=AccessLog(log),
+    )
+    assert call(app, "/hi") == ("201 Created", {"Content-Type": "text/plain; charset=utf-8", "Content-Length": "5"}, b"hello")
+    status, headers, body = call(app, "/nothing")
+    assert status == "404 Not Found"
+    assert body.decode() == f"404 Not Found: no route for this host and path\nrequest id: {headers['X-Request-Id']}\n"
+    status, _, body = call(app, "/a%zz")
+    assert status == "400 Bad Request" and b"Traceback" not in body
+    app.access_log.flush()
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 3 and lines[0].startswith('127.0.0.1 - - [') and '"GET /hi HTTP/1.1" 201 5 ' in lines[0]
+
+
+def test_access_log_escapes_what_the_client_controls() -> None:
+    log = io.StringIO()
+    app = ProxyApp(config_from_dict({"routes": [{"respond": {}}]}), access_log=AccessLog(log))
+    call(app, "/", HTTP_USER_AGENT='x"\n127.0.0.1 - - forged')
+    app.access_log.flush()
+    (line,) = log.getvalue().splitlines()
+    assert '"x\\"\\x0a127.0.0.1 - - forged"' in line
