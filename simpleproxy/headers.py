@@ -17,7 +17,7 @@ import ipaddress
 from typing import Any
 
 from .config import HeaderSettings
-from .upstream.http1 import HOP_BY_HOP
+from .upstream.http1 import FIELD_ACTIONS, HOP_BY_HOP
 
 #: Request fields the proxy rebuilds or must not pass on, as WSGI environ keys.
 _REBUILT = frozenset(
@@ -54,6 +54,8 @@ class ForwardingHeaders:
     def __init__(self, settings: HeaderSettings) -> None:
         self.settings = settings
         self._trusted = settings.trusted_proxies
+        #: how the response parser treats fields: ``Server`` dropped unless passed
+        self.response_fields = FIELD_ACTIONS if settings.pass_server else FIELD_ACTIONS | {"server": "drop"}
         self._trust_cache: dict[str, bool] = {}
 
     def is_trusted(self, address: str) -> bool:
@@ -119,10 +121,7 @@ class ForwardingHeaders:
         return f"{prior}, {element}" if prior else element
 
     def response_headers(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """Apply ``pass_server`` and ``via`` to a response's end-to-end fields."""
-        settings = self.settings
-        if not settings.pass_server:
-            headers = [(n, v) for n, v in headers if n.lower() != "server"]
-        if settings.via:
+        """Add ``Via`` to a response's end-to-end fields if configured."""
+        if self.settings.via:
             headers.append(("Via", "1.1 simpleproxy"))
         return headers

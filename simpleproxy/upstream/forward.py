@@ -97,7 +97,7 @@ class UpstreamHandler:
                 rest = b""
                 while True:
                     raw, rest = read_head(conn.sock, rest)
-                    response = parse_head(raw, request.method)
+                    response = parse_head(raw, request.method, self.headers.response_fields)
                     if response.status >= 200:
                         return conn, response, rest
                     if response.status == 101:

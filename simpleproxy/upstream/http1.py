@@ -37,9 +37,9 @@ HOP_BY_HOP = frozenset(
         "proxy-authorization", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
     )
 )
-# What the response parser does with a field, by lower-case name: framing fields are
-# consumed, other hop-by-hop fields dropped (None is "relay it").
-_FRAMING = {name: "drop" for name in HOP_BY_HOP} | {
+#: What the response parser does with a field, by lower-case name: framing fields are
+#: consumed, hop-by-hop fields dropped, any other name relayed.
+FIELD_ACTIONS = {name: "drop" for name in HOP_BY_HOP} | {
     "content-length": "content-length",
     "transfer-encoding": "transfer-encoding",
     "connection": "connection",
@@ -91,13 +91,14 @@ def read_head(sock: socket.socket, buf: bytes = b"") -> tuple[bytes, bytes]:
         buf += data
 
 
-def parse_head(head: bytes, method: str) -> ResponseHead:
+def parse_head(head: bytes, method: str, actions: dict[str, str] = FIELD_ACTIONS) -> ResponseHead:
     """Validate a response head and decide its body framing (RFC 9112 section 6.3).
 
     Two regular expressions do the character-level work in C: one checks that
     the whole field section is made of well-formed ``name: value CRLF`` lines
     (token names, no whitespace before the colon, no obs-fold, no control
-    character, no CR or LF except in CRLF), the other splits it.
+    character, no CR or LF except in CRLF), the other splits it. ``actions``
+    may drop more fields than the hop-by-hop ones (``Server``, say).
     """
     text = head.decode("latin-1")
     status_line, _, fields = text.partition("\r\n")
@@ -119,7 +120,7 @@ def parse_head(head: bytes, method: str) -> ResponseHead:
         if _FIELD_SECTION.fullmatch(fields) is None:
             raise UpstreamProtocolError("malformed response header (bare CR or LF, control character, or bad name)")
         for name, value in _FIELD.findall(fields):
-            special = _FRAMING.get(name.lower())
+            special = actions.get(name.lower())
             if special is None:
                 headers.append((name, value))
             elif special == "content-length":

@@ -15,9 +15,11 @@ request together.
 
 from __future__ import annotations
 
+import collections
 import itertools
+import queue
 import socket
-from typing import Iterator
+from typing import Any, Iterator
 
 import urllib3
 from urllib3.connection import HTTPConnection
@@ -27,6 +29,48 @@ from ..config import UpstreamConfig, UpstreamServer
 from ..errors import ProxyError, UpstreamConnectError, UpstreamTimeout
 
 
+class IdleConnections:
+    """The queue of idle connections inside each urllib3 pool (its ``QueueCls``).
+
+    urllib3's default, ``queue.LifoQueue``, takes two Python-level locks per
+    get and per put so that a blocking pool can wait for a connection. Our pools
+    never block (concurrency is bounded by the server's threads), and a deque's
+    append and pop are atomic, so this LIFO needs no lock at all.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self.queue: collections.deque[Any] = collections.deque()
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        try:
+            return self.queue.pop()
+        except IndexError:
+            raise queue.Empty from None
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if len(self.queue) >= self.maxsize:
+            raise queue.Full
+        self.queue.append(item)
+
+    def qsize(self) -> int:
+        return len(self.queue)
+
+    def empty(self) -> bool:
+        return not self.queue
+
+    def full(self) -> bool:
+        return len(self.queue) >= self.maxsize
+
+
+class _HTTPPool(urllib3.HTTPConnectionPool):
+    QueueCls = IdleConnections
+
+
+class _HTTPSPool(urllib3.HTTPSConnectionPool):
+    QueueCls = IdleConnections
+
+
 class ServerPool:
     """One upstream server and its idle keep-alive connections."""
 
@@ -34,7 +78,7 @@ class ServerPool:
         self.server = server
         self.name = server.name
         self.read_timeout = config.timeouts.read
-        pool_class = urllib3.HTTPSConnectionPool if server.scheme == "https" else urllib3.HTTPConnectionPool
+        pool_class = _HTTPSPool if server.scheme == "https" else _HTTPPool
         self._pool = pool_class(
             server.host,
             server.port,
@@ -43,26 +87,26 @@ class ServerPool:
             timeout=urllib3.Timeout(connect=config.timeouts.connect, read=config.timeouts.read),
             retries=False,
         )
-        self._idle = self._pool.pool  # the LifoQueue of idle connections
+        self._idle: IdleConnections = self._pool.pool
         self._keepalive = config.keepalive
 
     def acquire(self) -> tuple[HTTPConnection, bool]:
         """A connected connection and whether it was reused from the pool."""
         conn = self._pool._get_conn()  # noqa: SLF001 - see the module docstring
-        reused = conn.sock is not None
-        if not reused:
-            try:
-                conn.connect()
-            except BaseException as exc:
-                self.discard(conn)
-                raise connect_error(exc, self.name) from None
+        if conn.sock is not None:
+            return conn, True  # its read timeout was set when it connected
+        try:
+            conn.connect()
+        except BaseException as exc:
+            self.discard(conn)
+            raise connect_error(exc, self.name) from None
         conn.sock.settimeout(self.read_timeout)
-        return conn, reused
+        return conn, False
 
     def release(self, conn: HTTPConnection) -> None:
         """Give back a connection whose last response was read to its exact end."""
         idle = self._idle
-        if idle is not None and len(idle.queue) < self._keepalive:  # no lock: a race only costs a warning
+        if idle is not None and len(idle.queue) < self._keepalive:
             self._pool._put_conn(conn)  # noqa: SLF001
         else:
             conn.close()  # the pool is full: urllib3 would do the same, with a warning

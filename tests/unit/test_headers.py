@@ -5,6 +5,7 @@ from __future__ import annotations
 from simpleproxy.config import HeaderSettings
 from simpleproxy.headers import ForwardingHeaders
 from simpleproxy.units import parse_network
+from simpleproxy.upstream.http1 import parse_head
 
 
 def head(settings: HeaderSettings = HeaderSettings(), client: str = "192.0.2.9", **environ: str) -> dict[str, list[str]]:
@@ -61,7 +62,10 @@ def test_forwarded_quotes_ipv6_and_ports() -> None:
 
 
 def test_response_server_field_is_replaced_unless_passed() -> None:
-    headers = [("Server", "gunicorn/21"), ("X-A", "1")]
-    assert ForwardingHeaders(HeaderSettings()).response_headers(list(headers)) == [("X-A", "1")]
-    passed = ForwardingHeaders(HeaderSettings(pass_server=True, via=True)).response_headers(list(headers))
-    assert passed == [*headers, ("Via", "1.1 simpleproxy")]
+    raw = b"HTTP/1.1 200 OK\r\nServer: gunicorn/21\r\nX-A: 1"
+    default = ForwardingHeaders(HeaderSettings())
+    head = parse_head(raw, "GET", default.response_fields)
+    assert default.response_headers(head.headers) == [("X-A", "1")]
+    passing = ForwardingHeaders(HeaderSettings(pass_server=True, via=True))
+    head = parse_head(raw, "GET", passing.response_fields)
+    assert passing.response_headers(head.headers) == [("Server", "gunicorn/21"), ("X-A", "1"), ("Via", "1.1 simpleproxy")]

@@ -1,0 +1,43 @@
+"""The repository's promises to a newcomer stay true: README commands, CI, shipped configs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from simpleproxy.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def readme_commands() -> list[str]:
+    return re.findall(r"```\n(python3 -m venv [^\n]+)\n```", (ROOT / "README.md").read_text())
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    commands = readme_commands()
+    assert len(commands) == 2, commands
+    install_and_run, install_and_test = commands
+    assert install_and_run.endswith("simpleproxy run") and "pytest" in install_and_test
+    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert install_and_test in ci_lines
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "conf").rglob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_configuration_loads(path: Path) -> None:
+    assert load_config(path).routes
+
+
+def test_every_config_key_is_documented_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    from dataclasses import fields
+
+    from simpleproxy import config as c
+
+    for cls in (c.ServerSettings, c.HeaderSettings, c.LogSettings, c.Timeouts):
+        for f in fields(cls):
+            assert f"`{f.name}`" in readme or f"`timeouts.{f.name}`" in readme, f"{cls.__name__}.{f.name}"
+    for key in ("servers", "keepalive", "host", "path", "upstream", "respond", "strip_prefix", "host_header", "http"):
+        assert f"`{key}`" in readme, key
