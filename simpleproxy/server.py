@@ -119,7 +119,13 @@ class ProxyServer:
     def stop(self, timeout: float = 10.0) -> None:
         """Close every socket from inside the loop's thread; the loop then ends."""
         if not self._stopped.is_set():
-            self.servers[0].trigger.pull_trigger(lambda: wasyncore.close_all(self._map))
+            try:
+                self.servers[0].trigger.pull_trigger(lambda: wasyncore.close_all(self._map))
+            except OSError:
+                # The loop's wake-up pipe is already closed (waitress closes it on a
+                # poll error): close the sockets from here; the loop ends at its next
+                # poll timeout, when it finds nothing left to watch.
+                wasyncore.close_all(self._map, ignore_all=True)
         self._stopped.wait(timeout)
 
 
