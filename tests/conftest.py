@@ -66,7 +66,7 @@ class EchoHandler(BaseHTTPRequestHandler):
 class EchoBackend(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str = "A") -> None:
         super().__init__(("127.0.0.1", 0), EchoHandler)
         self.name = name
         self.seen: queue.Queue = queue.Queue()
@@ -180,46 +180,32 @@ class Proxy:
         self._thread.join(SHORT_TIMEOUT)
 
 
+def _started(make: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+    """A factory fixture body: hands out ``make(...)`` and stops everything made."""
+    made: list[Any] = []
+
+    def create(*args: Any) -> Any:
+        made.append(make(*args))
+        return made[-1]
+
+    yield create
+    for thing in reversed(made):
+        thing.stop()
+
+
 @pytest.fixture
 def backends() -> Iterator[Callable[[str], EchoBackend]]:
-    started: list[EchoBackend] = []
-
-    def make(name: str = "A") -> EchoBackend:
-        backend = EchoBackend(name)
-        started.append(backend)
-        return backend
-
-    yield make
-    for backend in started:
-        backend.stop()
+    yield from _started(EchoBackend)
 
 
 @pytest.fixture
 def raw_backend() -> Iterator[Callable[[Callable[[socket.socket], None]], RawBackend]]:
-    started: list[RawBackend] = []
-
-    def make(script: Callable[[socket.socket], None]) -> RawBackend:
-        backend = RawBackend(script)
-        started.append(backend)
-        return backend
-
-    yield make
-    for backend in started:
-        backend.stop()
+    yield from _started(RawBackend)
 
 
 @pytest.fixture
 def proxy() -> Iterator[Callable[[dict[str, Any]], Proxy]]:
-    started: list[Proxy] = []
-
-    def make(config: dict[str, Any]) -> Proxy:
-        p = Proxy(config)
-        started.append(p)
-        return p
-
-    yield make
-    for p in started:
-        p.stop()
+    yield from _started(Proxy)
 
 
 def single_upstream(url: str, **route: Any) -> dict[str, Any]:
