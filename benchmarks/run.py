@@ -181,9 +181,9 @@ def stream_once(port: int, path: str) -> tuple[int, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement (default 5)")
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds per measurement (default 4)")
     parser.add_argument("--connections", type=int, nargs="+", default=[16, 64])
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; medians are reported (default 5)")
     parser.add_argument("--skip-nginx", action="store_true")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -233,11 +233,13 @@ def main() -> int:
             unit = "MiB/s" if path.endswith("10m") else "req/s"
             key = "mibs" if path.endswith("10m") else "rps"
             print(f"\nGET {path}, {conns} connections, keep-alive")
-            print(f"  {'target':26} {unit:>10} {'p50 ms':>8} {'p99 ms':>8} {'/ceiling':>9} {'/werkzeug':>10}")
+            print(f"  {'target':26} {unit:>10} {'range':>17} {'p50 ms':>8} {'p99 ms':>8} {'/ceiling':>9} {'/werkzeug':>10}")
             for name in targets:
                 r = results[(name, path, conns)]
+                values = [s[key] for s in samples[(name, path, conns)]]
+                spread = f"{min(values):.0f}-{max(values):.0f}"
                 print(
-                    f"  {name:26} {r[key]:10.1f} {r['p50'] * 1e3:8.2f} {r['p99'] * 1e3:8.2f} "
+                    f"  {name:26} {r[key]:10.1f} {spread:>17} {r['p50'] * 1e3:8.2f} {r['p99'] * 1e3:8.2f} "
                     f"{r[key] / ceiling[key]:9.2f} {r[key] / werkzeug[key]:10.2f} {r['errors']}"
                 )
 

@@ -332,11 +332,11 @@ def _read_listen(section: _Section) -> tuple[tuple[str, int], ...]:
             addresses.append(parse_address(value))
         except ValueError as exc:
             section.walker.error(key, str(exc))
-    if section.has("http") and not addresses and not section.walker.problems:
+    if section.data.get("http") == []:
         section.walker.error(section.key("http"), "give at least one host:port")
-    section.done()
     if len(set(addresses)) != len(addresses):
         section.walker.error(section.key("http"), "the same address is listed twice")
+    section.done()
     return tuple(addresses) or (DEFAULT_LISTEN,)
 
 

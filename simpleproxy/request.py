@@ -13,6 +13,7 @@ import os
 import re
 import time
 from typing import Any
+from urllib.parse import quote
 
 from .errors import BadRequest, LengthRequired, TooLarge
 
@@ -125,8 +126,6 @@ class Request:
 
 def _target_from_cgi(environ: dict[str, Any]) -> str:
     """Rebuild a target for servers that do not pass the raw one (no REQUEST_URI)."""
-    from urllib.parse import quote
-
     raw = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
     path = quote(raw.encode("latin-1"), safe="/;=,:@!$&'()*+~") or "/"
     query = environ.get("QUERY_STRING")

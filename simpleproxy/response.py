@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any, Iterable
 
 from .config import Respond
@@ -24,8 +25,6 @@ class FixedResponder:
     """A route's ``respond:``: the same local answer every time, built once."""
 
     def __init__(self, respond: Respond) -> None:
-        from http import HTTPStatus
-
         try:
             phrase = HTTPStatus(respond.status).phrase
         except ValueError:

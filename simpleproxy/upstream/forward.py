@@ -35,6 +35,7 @@ log = logging.getLogger("simpleproxy.upstream")
 #: RFC 9110 section 9.2.2; only these are resent after a stale keep-alive connection.
 IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"))
 _SMALL_BODY = 64 * 1024
+MAX_INTERIM = 8  # 1xx responses skipped before the final one, at most
 
 
 class UpstreamBodyAborted(Exception):
@@ -90,12 +91,10 @@ class UpstreamHandler:
         """Send the request, read the final response head; one retry on a stale connection."""
         for attempt in (1, 2):
             conn, reused = server.acquire()
-            sent = False
             try:
                 _send(conn.sock, head, body, request)
-                sent = True
                 rest = b""
-                while True:
+                for _ in range(MAX_INTERIM):
                     raw, rest = read_head(conn.sock, rest)
                     response = parse_head(raw, request.method, self.headers.response_fields)
                     if response.status >= 200:
@@ -103,17 +102,18 @@ class UpstreamHandler:
                     if response.status == 101:
                         raise UpstreamProtocolError("unexpected 101 Switching Protocols")
                     # 100 Continue, 103 Early Hints: informational, WSGI cannot relay them.
+                raise UpstreamProtocolError("too many informational (1xx) responses")
             except (UpstreamClosed, ConnectionResetError, BrokenPipeError) as exc:
                 server.discard(conn)
-                received = isinstance(exc, UpstreamClosed) and exc.received
-                stale = reused and not received and attempt == 1 and request.method in IDEMPOTENT
-                if stale and (body is not None or request.content_length == 0):
+                closed = isinstance(exc, UpstreamClosed)
+                # A reused connection that the server closed while it sat idle: nothing
+                # was processed, so an idempotent request with its body in hand is resent.
+                stale = reused and attempt == 1 and not (closed and exc.received)
+                if stale and request.method in IDEMPOTENT and body is not None:
                     log.debug("retrying on a new connection to %s: stale keep-alive", server.name)
                     continue
-                raise _with_server(
-                    UpstreamConnectError("upstream closed the connection" if sent else "upstream reset the connection"),
-                    server,
-                ) from None
+                reason = "upstream closed the connection" if closed else "upstream reset the connection"
+                raise _with_server(UpstreamConnectError(reason), server) from None
             except socket.timeout:
                 server.discard(conn)
                 raise _with_server(UpstreamTimeout("upstream read timed out"), server) from None

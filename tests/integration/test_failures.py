@@ -5,6 +5,8 @@ from __future__ import annotations
 import http.client
 import queue
 import socket
+import struct
+import sys
 
 import pytest
 
@@ -28,6 +30,39 @@ def test_refused_upstream_is_502_with_reason_and_request_id(proxy, caplog) -> No
     assert response.status == 502
     assert body.decode() == f"502 Bad Gateway: upstream refused the connection\nrequest id: {rid}\n"
     assert any(rid in r.getMessage() and "refused" in r.getMessage() for r in caplog.records)
+
+
+def test_reset_upstream_is_502(raw_backend, proxy) -> None:
+    def reset(conn: socket.socket) -> None:
+        read_request(conn)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()  # RST instead of FIN
+
+    p = proxy(single_upstream(raw_backend(reset).url))
+    response, body = p.request("POST", "/", body=b"not retried")
+    assert response.status == 502 and b"upstream" in body
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="relies on Linux dropping SYNs to a full accept queue")
+def test_unanswered_connect_is_504_after_the_connect_timeout(proxy) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(2):  # fill the accept queue; the proxy's SYN is then dropped
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        p = proxy(single_upstream(f"http://127.0.0.1:{port}", timeouts={"connect": "300ms", "read": "5s"}))
+        response, body = p.request("GET", "/")
+        assert response.status == 504 and b"connect timed out" in body
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
 
 
 def test_silent_upstream_is_504_after_the_read_timeout(raw_backend, proxy) -> None:
