@@ -216,7 +216,7 @@ def main() -> int:
         runs = [("/bench/1k", c) for c in args.connections] + [("/bench/10m", 16)]
         samples: dict[tuple[str, str, int], list[dict[str, float]]] = {}
         for path, conns in runs:
-            for name, port in targets.items():
+            for port in targets.values():
                 wrk(port, path, conns, 1.0)  # warm-up: pools, caches
         for _ in range(args.rounds):
             for path, conns in runs:

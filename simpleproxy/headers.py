@@ -33,11 +33,28 @@ _REBUILT = frozenset(
 _SKIP = _REBUILT | {"HTTP_" + name.upper().replace("-", "_") for name in HOP_BY_HOP}
 _NAME_CACHE_LIMIT = 4096
 _names: dict[str, str | None] = {}
-_UNKNOWN = "\0"  # a field name can never be this
+# A server builds environs with the same keys in the same order for the same kind of
+# request, so the list of forwarded (key, field name) pairs is cached by key order.
+_PLAN_CACHE_LIMIT = 1024
+_plans: dict[tuple[str, ...], tuple[tuple[str, str], ...]] = {}
+
+
+def _forwarded_fields(environ: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The environ keys that become request fields upstream, with their field names."""
+    shape = tuple(environ)
+    plan = _plans.get(shape)
+    if plan is None:
+        plan = tuple((key, name) for key in shape if (name := _field_name(key)) is not None)
+        if len(_plans) < _PLAN_CACHE_LIMIT:
+            _plans[shape] = plan
+    return plan
 
 
 def _field_name(key: str) -> str | None:
     """``HTTP_X_API_KEY`` -> ``X-Api-Key``; None for keys that are not forwarded."""
+    cached = _names.get(key, "")
+    if cached != "":
+        return cached
     name = None
     if key.startswith("HTTP_") and key not in _SKIP and not key.startswith("HTTP_PROXY_"):
         name = "-".join(part.capitalize() for part in key[5:].split("_"))
@@ -84,13 +101,9 @@ class ForwardingHeaders:
             if connection_named
             else ()
         )
-        names = _names
-        for key, value in environ.items():
-            name = names.get(key, _UNKNOWN)
-            if name is _UNKNOWN:
-                name = _field_name(key)
-            if name is not None and key not in named:
-                lines.append(f"{name}: {value}\r\n")
+        for key, name in _forwarded_fields(environ):
+            if key not in named:
+                lines.append(f"{name}: {environ[key]}\r\n")
 
         trusted = self.is_trusted(client)
         prior_for = environ.get("HTTP_X_FORWARDED_FOR") if trusted else None

@@ -57,10 +57,13 @@ class _QuietAbort(logging.Filter):
 def waitress_settings(config: Config) -> dict[str, Any]:
     """The waitress ``Adjustments`` for a configuration."""
     s = config.server
+    # Without poll() (Windows), waitress uses select(), which CPython builds for 512
+    # sockets there: stay below it rather than fail under load.
+    connection_limit = s.connection_limit if hasattr(select, "poll") else min(s.connection_limit, 500)
     return {
         "listen": " ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in config.listen),
         "threads": s.threads,
-        "connection_limit": s.connection_limit,
+        "connection_limit": connection_limit,
         "channel_timeout": s.channel_timeout,
         "backlog": s.backlog,
         "max_request_body_size": s.max_request_body,

@@ -29,10 +29,6 @@ _ESCAPES[ord('"')] = '\\"'
 _ESCAPES[ord("\\")] = "\\\\"
 
 
-def _clean(value: str) -> str:
-    return value.translate(_ESCAPES)
-
-
 class AccessLog:
     """Writes access lines to a text stream; ``AccessLog(None)`` writes nothing."""
 
@@ -68,12 +64,14 @@ class AccessLog:
     def log(self, environ: dict[str, Any], status: str, size: int, duration: float, upstream: str) -> None:
         if self.stream is None:
             return
-        target = environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")
+        get = environ.get
+        esc = _ESCAPES
+        target = get("REQUEST_URI") or get("PATH_INFO", "")
         self._queue.append(
-            f'{environ.get("REMOTE_ADDR", "-")} - - [{self._timestamp()}] '
-            f'"{_clean(environ.get("REQUEST_METHOD", "-"))} {_clean(target)} {environ.get("SERVER_PROTOCOL", "-")}" '
-            f'{status[:3]} {size} "{_clean(environ.get("HTTP_REFERER", "-"))}" '
-            f'"{_clean(environ.get("HTTP_USER_AGENT", "-"))}" {duration:.4f} {upstream}\n'
+            f'{get("REMOTE_ADDR", "-")} - - [{self._timestamp()}] '
+            f'"{get("REQUEST_METHOD", "-").translate(esc)} {target.translate(esc)} {get("SERVER_PROTOCOL", "-")}" '
+            f'{status[:3]} {size} "{get("HTTP_REFERER", "-").translate(esc)}" '
+            f'"{get("HTTP_USER_AGENT", "-").translate(esc)}" {duration:.4f} {upstream}\n'
         )
         if self._flusher_pid != os.getpid():
             self._start_flusher()

@@ -28,7 +28,6 @@ _STATUS_LINE = re.compile(r"HTTP/1\.([01]) ([1-5][0-9][0-9])(?: ([^\x00-\x08\x0a
 # 5.6.2), value without controls other than HTAB, so no bare CR or LF either.
 _FIELD_PATTERN = r"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*((?:[^\x00-\x08\x0a-\x1f\x7f]*[^\x00-\x20\x7f])?)[ \t]*\r\n"
 _FIELD = re.compile(_FIELD_PATTERN)
-_FIELD_SECTION = re.compile(f"(?:{_FIELD_PATTERN})*")
 
 #: Removed in both directions (RFC 9110 section 7.6.1), plus what ``Connection`` names.
 HOP_BY_HOP = frozenset(
@@ -94,10 +93,10 @@ def read_head(sock: socket.socket, buf: bytes = b"") -> tuple[bytes, bytes]:
 def parse_head(head: bytes, method: str, actions: dict[str, str] = FIELD_ACTIONS) -> ResponseHead:
     """Validate a response head and decide its body framing (RFC 9112 section 6.3).
 
-    Two regular expressions do the character-level work in C: one checks that
-    the whole field section is made of well-formed ``name: value CRLF`` lines
-    (token names, no whitespace before the colon, no obs-fold, no control
-    character, no CR or LF except in CRLF), the other splits it. ``actions``
+    A regular expression does the character-level work in C, matched at each
+    line's start in turn so that every line must be a well-formed
+    ``name: value CRLF`` (token name, no whitespace before the colon, no
+    obs-fold, no control character, no CR or LF except in CRLF). ``actions``
     may drop more fields than the hop-by-hop ones (``Server``, say).
     """
     text = head.decode("latin-1")
@@ -117,9 +116,13 @@ def parse_head(head: bytes, method: str, actions: dict[str, str] = FIELD_ACTIONS
     headers = result.headers
     if fields:
         fields += "\r\n"
-        if _FIELD_SECTION.fullmatch(fields) is None:
-            raise UpstreamProtocolError("malformed response header (bare CR or LF, control character, or bad name)")
-        for name, value in _FIELD.findall(fields):
+        match, pos, end = _FIELD.match, 0, len(fields)
+        while pos < end:
+            field = match(fields, pos)  # anchored: no line may be skipped over
+            if field is None:
+                raise UpstreamProtocolError("malformed response header (bare CR or LF, control character, or bad name)")
+            name, value = field.groups()
+            pos = field.end()
             special = actions.get(name.lower())
             if special is None:
                 headers.append((name, value))

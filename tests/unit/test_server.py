@@ -1,0 +1,51 @@
+"""waitress wiring without sockets: the stricter parser and the settings handed over."""
+
+from __future__ import annotations
+
+import select
+
+import pytest
+from waitress.adjustments import Adjustments
+
+from simpleproxy.config import config_from_dict
+from simpleproxy.server import StrictRequestParser, waitress_settings
+
+
+def parse(raw: bytes) -> StrictRequestParser:
+    parser = StrictRequestParser(Adjustments())
+    while raw and not parser.completed:  # as the channel feeds it: head first, then the body
+        raw = raw[parser.received(raw):]
+    return parser
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: h\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n",
+        b"POST / HTTP/1.0\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ],
+)
+def test_ambiguous_framing_is_a_parse_error(raw: bytes) -> None:
+    parser = parse(raw)
+    assert parser.error is not None and parser.error.code == 400
+
+
+def test_ordinary_requests_still_parse() -> None:
+    parser = parse(b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+    assert parser.error is None and parser.completed and parser.get_body_stream().read() == b"abc"
+
+
+def test_settings_handed_to_waitress(monkeypatch) -> None:
+    config = config_from_dict({
+        "listen": {"http": ["127.0.0.1:8080", "[::1]:8081"]},
+        "server": {"threads": 8, "connection_limit": 2000, "outbuf_high_watermark": "1MiB"},
+        "routes": [{"respond": {}}],
+    })
+    settings = waitress_settings(config)
+    assert settings["listen"] == "127.0.0.1:8080 [::1]:8081"
+    assert settings["threads"] == 8 and settings["outbuf_high_watermark"] == 1024**2
+    Adjustments(**settings)  # waitress accepts every key
+    monkeypatch.delattr(select, "poll", raising=False)  # as on Windows
+    windows = waitress_settings(config)
+    assert windows["connection_limit"] == 500 and windows["asyncore_use_poll"] is False
