@@ -104,6 +104,13 @@ def _median(samples: list[dict[str, float]]) -> dict[str, float]:
     }
 
 
+def _ratio(samples: dict, name: str, reference: str, path: str, conns: int, key: str) -> float:
+    """Median of per-round ratios: a noisy minute then moves both sides of a ratio alike."""
+    ours, theirs = samples[(name, path, conns)], samples[(reference, path, conns)]
+    ratios = sorted(a[key] / b[key] for a, b in zip(ours, theirs))
+    return ratios[len(ratios) // 2]
+
+
 def simpleproxy_config(path: Path, backend_port: int, log_path: Path) -> None:
     path.write_text(
         f"""listen:
@@ -228,9 +235,8 @@ def main() -> int:
             f"\nsimpleproxy benchmark: medians of {args.rounds} rounds of {args.duration:g}s, loopback, "
             "servers on CPU 0, wrk+backend on CPU 1"
         )
+        print("ratios: the median over rounds of each round's own ratio (targets measured back to back)")
         for path, conns in runs:
-            ceiling = results[("waitress hello-world", path, conns)]
-            werkzeug = results[("werkzeug ProxyMiddleware", path, conns)]
             unit = "MiB/s" if path.endswith("10m") else "req/s"
             key = "mibs" if path.endswith("10m") else "rps"
             print(f"\nGET {path}, {conns} connections, keep-alive")
@@ -241,7 +247,8 @@ def main() -> int:
                 spread = f"{min(values):.0f}-{max(values):.0f}"
                 print(
                     f"  {name:26} {r[key]:10.1f} {spread:>17} {r['p50'] * 1e3:8.2f} {r['p99'] * 1e3:8.2f} "
-                    f"{r[key] / ceiling[key]:9.2f} {r[key] / werkzeug[key]:10.2f} {r['errors']}"
+                    f"{_ratio(samples, name, 'waitress hello-world', path, conns, key):9.2f} "
+                    f"{_ratio(samples, name, 'werkzeug ProxyMiddleware', path, conns, key):10.2f} {r['errors']}"
                 )
 
         total, seconds = stream_once(targets["simpleproxy"], "/bench/300m")
