@@ -107,7 +107,7 @@ def _median(samples: list[dict[str, float]]) -> dict[str, float]:
 def _ratio(samples: dict, name: str, reference: str, path: str, conns: int, key: str) -> float:
     """Median of per-round ratios: a noisy minute then moves both sides of a ratio alike."""
     ours, theirs = samples[(name, path, conns)], samples[(reference, path, conns)]
-    ratios = sorted(a[key] / b[key] for a, b in zip(ours, theirs))
+    ratios = sorted(a[key] / b[key] for a, b in zip(ours, theirs, strict=True))
     return ratios[len(ratios) // 2]
 
 
