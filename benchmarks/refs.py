@@ -1,7 +1,7 @@
 """Reference servers for benchmarks/run.py, each on waitress with simpleproxy's own settings.
 
-    python benchmarks/refs.py hello            # the ceiling: a WSGI app answering from memory
-    python benchmarks/refs.py werkzeug URL     # werkzeug's ProxyMiddleware in front of URL
+    python benchmarks/refs.py hello THREADS           # the ceiling: a WSGI app answering from memory
+    python benchmarks/refs.py werkzeug THREADS URL    # werkzeug's ProxyMiddleware in front of URL
 
 Prints the bound port on stdout, then serves until killed.
 """
@@ -33,10 +33,13 @@ def not_found(environ, start_response):  # type: ignore[no-untyped-def]
 
 
 def main(argv: list[str]) -> None:
-    kind = argv[0]
-    app = hello if kind == "hello" else ProxyMiddleware(not_found, {"/bench": {"target": argv[1]}})
+    kind, threads = argv[0], int(argv[1])
+    app = hello if kind == "hello" else ProxyMiddleware(not_found, {"/bench": {"target": argv[2]}})
     # The same waitress settings simpleproxy runs with, so the comparison is fair.
-    config = config_from_dict({"listen": {"http": "127.0.0.1:0"}, "routes": [{"respond": {}}], "log": {"access": "off"}})
+    config = config_from_dict({
+        "listen": {"http": "127.0.0.1:0"}, "server": {"threads": threads},
+        "routes": [{"respond": {}}], "log": {"access": "off"},
+    })
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # as simpleproxy does
     server = create_server(app, **waitress_settings(config))
     print(server.effective_port, flush=True)

@@ -176,3 +176,23 @@ def test_shutdown_is_clean_with_idle_keepalive_clients(backends, proxy) -> None:
     p.stop()  # with a keep-alive client still connected
     assert not p._thread.is_alive()
     conn.close()
+
+
+def test_host_header_per_route(backends, proxy) -> None:
+    backend = backends()
+    host_port = backend.url.removeprefix("http://")
+    p = proxy({
+        "upstreams": {"app": {"servers": [backend.url]}},
+        "routes": [
+            {"path": "/client", "upstream": "app"},
+            {"path": "/upstream", "upstream": "app", "host_header": "upstream"},
+            {"path": "/literal", "upstream": "app", "host_header": "internal.example"},
+        ],
+    })
+
+    def host_seen(path: str) -> str:
+        return dict(json.loads(p.request("GET", path, headers={"Host": "public.example"})[1])["headers"])["Host"]
+
+    assert host_seen("/client") == "public.example"
+    assert host_seen("/upstream") == host_port
+    assert host_seen("/literal") == "internal.example"
