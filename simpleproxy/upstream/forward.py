@@ -108,7 +108,7 @@ class UpstreamHandler:
                 closed = isinstance(exc, UpstreamClosed)
                 # A reused connection that the server closed while it sat idle: nothing
                 # was processed, so an idempotent request with its body in hand is resent.
-                stale = reused and attempt == 1 and not (closed and exc.received)
+                stale = reused and attempt == 1 and not (isinstance(exc, UpstreamClosed) and exc.received)
                 if stale and request.method in IDEMPOTENT and body is not None:
                     log.debug("retrying on a new connection to %s: stale keep-alive", server.name)
                     continue

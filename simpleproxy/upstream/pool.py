@@ -19,7 +19,7 @@ import collections
 import itertools
 import queue
 import socket
-from typing import Any, Iterator
+from typing import Any, Iterator, cast
 
 import urllib3
 from urllib3.connection import HTTPConnection
@@ -64,11 +64,11 @@ class IdleConnections:
 
 
 class _HTTPPool(urllib3.HTTPConnectionPool):
-    QueueCls = IdleConnections
+    QueueCls = IdleConnections  # type: ignore[assignment]
 
 
 class _HTTPSPool(urllib3.HTTPSConnectionPool):
-    QueueCls = IdleConnections
+    QueueCls = IdleConnections  # type: ignore[assignment]
 
 
 class ServerPool:
@@ -87,20 +87,21 @@ class ServerPool:
             timeout=urllib3.Timeout(connect=config.timeouts.connect, read=config.timeouts.read),
             retries=False,
         )
-        self._idle: IdleConnections = self._pool.pool
+        self._idle = cast(IdleConnections, self._pool.pool)
         self._keepalive = config.keepalive
 
     def acquire(self) -> tuple[HTTPConnection, bool]:
         """A connected connection and whether it was reused from the pool."""
-        conn = self._pool._get_conn()  # noqa: SLF001 - see the module docstring
-        if conn.sock is not None:
+        conn: Any = self._pool._get_conn()  # noqa: SLF001 - see the module docstring
+        sock: socket.socket | None = conn.sock
+        if sock is not None:
             return conn, True  # its read timeout was set when it connected
         try:
             conn.connect()
         except BaseException as exc:
             self.discard(conn)
             raise connect_error(exc, self.name) from None
-        conn.sock.settimeout(self.read_timeout)
+        conn.sock.settimeout(self.read_timeout)  # connected now
         return conn, False
 
     def release(self, conn: HTTPConnection) -> None:
@@ -122,7 +123,7 @@ class ServerPool:
         self._pool.close()
 
 
-def connect_error(exc: BaseException, server: str) -> Exception:
+def connect_error(exc: BaseException, server: str) -> BaseException:
     """Translate a failure to connect. Refused is 502, only a timeout is 504.
 
     ``NewConnectionError`` subclasses ``ConnectTimeoutError`` in urllib3, so
