@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from importlib import resources
+import importlib.resources
 from pathlib import Path
 from typing import Sequence
 
@@ -27,7 +27,7 @@ def default_config_path() -> Path:
 def shipped_config_path() -> Path:
     """The default configuration installed with the package (``conf/`` in a checkout)."""
     try:
-        shipped = resources.files("simpleproxy.conf") / "simpleproxy.yaml"
+        shipped = importlib.resources.files("simpleproxy.conf") / "simpleproxy.yaml"
         if shipped.is_file():
             return Path(str(shipped))
     except ModuleNotFoundError:
