@@ -72,8 +72,9 @@ def describe_routes(config: Config) -> str:
             action = f"respond {route.respond.status}"
         else:
             upstream = config.upstreams.get(route.upstream or "")
-            servers = ", ".join(s.url for s in upstream.servers) if upstream else "?"
-            action = f"upstream {route.upstream} (round robin: {servers})"
+            servers = ", ".join(s.url + (f" weight {s.weight}" if s.weight != 1 else "") for s in upstream.servers) if upstream else "?"
+            policy = upstream.balance.replace("_", " ") if upstream else "?"
+            action = f"upstream {route.upstream} ({policy}: {servers})"
         extras = []
         if route.strip_prefix:
             extras.append("strip_prefix")

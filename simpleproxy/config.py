@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
@@ -20,6 +21,7 @@ import yaml
 
 from .errors import ConfigError
 from .request import normalize_path
+from .upstream.balance import POLICIES
 from .units import is_valid_host, parse_address, parse_duration, parse_network, parse_size
 
 T = TypeVar("T")
@@ -43,6 +45,7 @@ class UpstreamServer:
     scheme: str
     host: str
     port: int
+    weight: int = 1  #: share of requests relative to the upstream's other servers
 
     @property
     def name(self) -> str:
@@ -59,6 +62,10 @@ class UpstreamConfig:
     #: idle keep-alive connections kept per server (nginx's ``keepalive``); busy
     #: connections are bounded by ``server.threads``, since each thread holds one.
     keepalive: int = 32
+    #: round_robin, least_conn, random_two, first or hash (see upstream/balance.py)
+    balance: str = "round_robin"
+    #: what ``hash`` hashes: client_ip, header:NAME or cookie:NAME
+    hash_on: str = "client_ip"
 
 
 @dataclass(frozen=True)
@@ -386,11 +393,12 @@ def _read_upstream(s: _Section, name: str) -> UpstreamConfig | None:
     for key, item in s.items("servers"):
         entry = _Section(s.walker, item if not isinstance(item, str) else {"url": item}, key)
         url = entry.get("url", _text, "")
+        weight = entry.get("weight", _integer(1, 1000), 1)
         if not entry.has("url"):
             s.walker.error(entry.key("url"), "each server needs a url")
         elif url:
             try:
-                server = _parse_server_url(url)
+                server = _parse_server_url(url, weight)
             except ValueError as exc:
                 s.walker.error(entry.key("url"), str(exc))
             else:
@@ -407,11 +415,22 @@ def _read_upstream(s: _Section, name: str) -> UpstreamConfig | None:
     )
     t.done()
     keepalive = s.get("keepalive", _integer(0, 10_000), 32)
+    balance = s.get("balance", _choice(*POLICIES), "round_robin")
+    hash_on = s.get("hash_on", _hash_source, "client_ip")
+    if s.has("hash_on") and balance != "hash":
+        s.walker.error(s.key("hash_on"), f"only used with 'balance: hash' ({s.key('balance')} is {balance!r})")
     s.done()
-    return UpstreamConfig(name, tuple(servers), timeouts, keepalive) if servers else None
+    return UpstreamConfig(name, tuple(servers), timeouts, keepalive, balance, hash_on) if servers else None
 
 
-def _parse_server_url(url: str) -> UpstreamServer:
+def _hash_source(value: object) -> str:
+    text = _text(value)
+    if text == "client_ip" or re.fullmatch(r"(header|cookie):[A-Za-z0-9_.-]+", text):
+        return text
+    raise ValueError(f"expected client_ip, header:NAME or cookie:NAME, got {value!r}")
+
+
+def _parse_server_url(url: str, weight: int = 1) -> UpstreamServer:
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -428,7 +447,7 @@ def _parse_server_url(url: str) -> UpstreamServer:
     host = parts.hostname
     if not is_valid_host(f"[{host}]" if ":" in host else host):
         raise ValueError(f"{url!r}: {host!r} is not a host name or IP address")
-    return UpstreamServer(url, parts.scheme, host, port or (443 if parts.scheme == "https" else 80))
+    return UpstreamServer(url, parts.scheme, host, port or (443 if parts.scheme == "https" else 80), weight)
 
 
 def _route_host(value: object) -> str:

@@ -57,7 +57,7 @@ class UpstreamHandler:
         self._host_header = route.host_header
 
     def __call__(self, request: Request) -> Response:
-        server = self.upstream.pick()
+        server = self.upstream.pick(request.environ)
         body = _read_body(request, self.max_body)
         host = self._host_header
         if host == "client":

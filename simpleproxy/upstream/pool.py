@@ -16,10 +16,10 @@ request together.
 from __future__ import annotations
 
 import collections
-import itertools
 import queue
 import socket
-from typing import Any, Iterator, cast
+import threading
+from typing import Any, Callable, cast
 
 import urllib3
 from urllib3.connection import HTTPConnection
@@ -27,6 +27,7 @@ from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConn
 
 from ..config import UpstreamConfig, UpstreamServer
 from ..errors import ProxyError, UpstreamConnectError, UpstreamTimeout
+from .balance import make_policy
 
 
 class IdleConnections:
@@ -77,6 +78,10 @@ class ServerPool:
     def __init__(self, server: UpstreamServer, config: UpstreamConfig) -> None:
         self.server = server
         self.name = server.name
+        self.weight = server.weight
+        #: requests holding a connection of this server now (least_conn, random_two)
+        self.in_flight = 0
+        self._count = threading.Lock()
         self.read_timeout = config.timeouts.read
         pool_class = _HTTPSPool if server.scheme == "https" else _HTTPPool
         self._pool = pool_class(
@@ -92,6 +97,8 @@ class ServerPool:
 
     def acquire(self) -> tuple[HTTPConnection, bool]:
         """A connected connection and whether it was reused from the pool."""
+        with self._count:
+            self.in_flight += 1
         conn: Any = self._pool._get_conn()  # noqa: SLF001 - see the module docstring
         sock: socket.socket | None = conn.sock
         if sock is not None:
@@ -106,6 +113,8 @@ class ServerPool:
 
     def release(self, conn: HTTPConnection) -> None:
         """Give back a connection whose last response was read to its exact end."""
+        with self._count:
+            self.in_flight -= 1
         idle = self._idle
         if idle is not None and len(idle.queue) < self._keepalive:
             self._pool._put_conn(conn)  # noqa: SLF001
@@ -114,6 +123,8 @@ class ServerPool:
 
     def discard(self, conn: HTTPConnection) -> None:
         """Close a connection in an unknown state; its pool slot is freed."""
+        with self._count:
+            self.in_flight -= 1
         conn.close()
         idle = self._idle
         if idle is not None and len(idle.queue) < self._keepalive:
@@ -145,18 +156,41 @@ def connect_error(exc: BaseException, server: str) -> BaseException:
 
 
 class Upstream:
-    """A named group of servers, picked in turn (round robin)."""
+    """A named group of servers and the policy that picks among them."""
 
     def __init__(self, config: UpstreamConfig) -> None:
         self.config = config
         self.name = config.name
         self.servers = [ServerPool(server, config) for server in config.servers]
-        # next() on itertools.cycle is atomic under the GIL: no lock on the hot path.
-        self._turn: Iterator[ServerPool] = itertools.cycle(self.servers)
+        self.policy = make_policy(config.balance, self.servers, config.hash_on)
+        self._key = _key_reader(self.policy.key_source)
 
-    def pick(self) -> ServerPool:
-        return next(self._turn)
+    def pick(self, environ: dict[str, Any]) -> ServerPool:
+        key = self._key(environ) if self._key is not None else ""
+        return self.policy.pick(self.servers, key)  # type: ignore[return-value]
 
     def close(self) -> None:
         for server in self.servers:
             server.close()
+
+
+def _key_reader(source: str | None) -> Callable[[dict[str, Any]], str] | None:
+    """What a hashing policy hashes, read from the WSGI environ."""
+    if source is None:
+        return None
+    if source == "client_ip":
+        return lambda environ: environ.get("REMOTE_ADDR", "")
+    kind, _, name = source.partition(":")
+    if kind == "header":
+        key = "HTTP_" + name.upper().replace("-", "_")
+        return lambda environ: environ.get(key, "")
+    cookie = name + "="
+
+    def read_cookie(environ: dict[str, Any]) -> str:
+        for part in environ.get("HTTP_COOKIE", "").split(";"):
+            part = part.strip()
+            if part.startswith(cookie):
+                return part[len(cookie):]
+        return ""
+
+    return read_cookie

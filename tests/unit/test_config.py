@@ -77,7 +77,7 @@ def test_unknown_keys_are_errors_at_every_level() -> None:
     found = problems(data)
     assert "lisen: unknown key (did you mean 'listen'?)" in found
     assert "routes[0].pth: unknown key (did you mean 'path'?)" in found
-    assert "upstreams.api.servers[0].wieght: unknown key" in found
+    assert "upstreams.api.servers[0].wieght: unknown key (did you mean 'weight'?)" in found
     assert "upstreams.api.timeouts.conect: unknown key (did you mean 'connect'?)" in found
 
 

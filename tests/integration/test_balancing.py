@@ -1,0 +1,72 @@
+"""Balancing through the proxy, against real backends on loopback."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+from collections import Counter
+
+from conftest import LONG_TIMEOUT, read_request
+
+
+def names(port: int, count: int, headers: dict[str, str] | None = None) -> Counter:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=LONG_TIMEOUT)
+    seen: Counter = Counter()
+    for _ in range(count):
+        conn.request("GET", "/", headers=headers or {})
+        seen[json.loads(conn.getresponse().read())["name"]] += 1
+    conn.close()
+    return seen
+
+
+def test_weighted_round_robin_over_3000_requests(backends, proxy) -> None:
+    a, b, c = backends("A"), backends("B"), backends("C")
+    p = proxy({
+        "upstreams": {"app": {"servers": [{"url": a.url, "weight": 3}, {"url": b.url, "weight": 2}, c.url]}},
+        "routes": [{"upstream": "app"}],
+    })
+    seen = names(p.port, 3000)
+    for name, expected in (("A", 1500), ("B", 1000), ("C", 500)):
+        assert abs(seen[name] - expected) <= expected * 0.05, seen
+
+
+def test_hash_on_a_header_is_sticky(backends, proxy) -> None:
+    servers = [backends(name) for name in "ABC"]
+    p = proxy({
+        "upstreams": {"app": {"servers": [s.url for s in servers], "balance": "hash", "hash_on": "header:X-User"}},
+        "routes": [{"upstream": "app"}],
+    })
+    homes = {}
+    for user in (f"user{i}" for i in range(30)):
+        seen = names(p.port, 5, {"X-User": user})
+        assert len(seen) == 1, seen  # every request of a user reaches one server
+        homes[user] = next(iter(seen))
+    assert len(set(homes.values())) == 3  # and users spread over all of them
+
+
+def test_least_conn_avoids_a_busy_server(backends, raw_backend, proxy) -> None:
+    held = threading.Event()
+
+    def slow(conn: socket.socket) -> None:
+        read_request(conn)
+        held.set()
+        slow_backend.release.wait(LONG_TIMEOUT)
+        body = b'{"name": "slow"}'
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    slow_backend = raw_backend(slow)
+    fast = backends("fast")
+    p = proxy({
+        "upstreams": {"app": {"servers": [slow_backend.url, fast.url], "balance": "least_conn"}},
+        "routes": [{"upstream": "app"}],
+    })
+    first: dict = {}
+    thread = threading.Thread(target=lambda: first.update(names(p.port, 1)))
+    thread.start()  # all idle: the first server in turn, the slow one, takes it
+    assert held.wait(LONG_TIMEOUT)
+    assert names(p.port, 20) == Counter({"fast": 20})  # while it is busy, nothing else goes there
+    slow_backend.release.set()
+    thread.join(LONG_TIMEOUT)
+    assert first == {"slow": 1}
