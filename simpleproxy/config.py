@@ -55,6 +55,41 @@ class UpstreamServer:
 
 
 @dataclass(frozen=True)
+class HealthCheck:
+    """Active checks: ``GET path`` on every server, every ``interval``."""
+
+    path: str = "/"
+    interval: float = 5.0  #: seconds between two rounds of checks
+    timeout: float = 2.0  #: for one check (connect and read)
+    statuses: tuple[int, ...] = tuple(range(200, 400))  #: answers that count as healthy
+    healthy_threshold: int = 2  #: good checks in a row to come back
+    unhealthy_threshold: int = 3  #: failed checks in a row to be taken out
+    start_healthy: bool = True
+
+
+@dataclass(frozen=True)
+class PassiveHealth:
+    """Outlier ejection from real traffic (nginx's max_fails/fail_timeout, Envoy's outlier detection)."""
+
+    failures: int = 3  #: consecutive failures (connect errors, timeouts, ``statuses``) that eject
+    statuses: tuple[int, ...] = ()  #: answers that count as failures too
+    ejection: float = 10.0  #: the first ejection; doubles while the server keeps failing
+    max_ejection: float = 300.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Resending a failed request to another server."""
+
+    count: int = 2  #: retries after the first try, each to a server not tried yet
+    methods: frozenset[str] = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE"))
+    statuses: tuple[int, ...] = ()  #: answers retried too (connect errors and timeouts always are)
+    budget: float = 0.2  #: retries at most this share of requests over ``window``
+    min_retries: int = 3  #: per window, so that retries work at low traffic
+    window: float = 10.0
+
+
+@dataclass(frozen=True)
 class UpstreamConfig:
     name: str
     servers: tuple[UpstreamServer, ...]
@@ -66,6 +101,10 @@ class UpstreamConfig:
     balance: str = "round_robin"
     #: what ``hash`` hashes: client_ip, header:NAME or cookie:NAME
     hash_on: str = "client_ip"
+    max_connections: int = 0  #: requests in flight per server; 0 is no limit
+    health: HealthCheck | None = None
+    passive: PassiveHealth = PassiveHealth()
+    retries: RetryPolicy = RetryPolicy()
 
 
 @dataclass(frozen=True)
@@ -419,8 +458,97 @@ def _read_upstream(s: _Section, name: str) -> UpstreamConfig | None:
     hash_on = s.get("hash_on", _hash_source, "client_ip")
     if s.has("hash_on") and balance != "hash":
         s.walker.error(s.key("hash_on"), f"only used with 'balance: hash' ({s.key('balance')} is {balance!r})")
+    max_connections = s.get("max_connections", _integer(0, 1_000_000), 0)
+    health = _read_health(s.section("health")) if s.has("health") else None
+    s.taken.add("health")
+    passive = _read_passive(s.section("passive"))
+    retries = _read_retries(s.section("retries"))
     s.done()
-    return UpstreamConfig(name, tuple(servers), timeouts, keepalive, balance, hash_on) if servers else None
+    if not servers:
+        return None
+    return UpstreamConfig(
+        name, tuple(servers), timeouts, keepalive, balance, hash_on, max_connections, health, passive, retries
+    )
+
+
+def _statuses(value: object) -> tuple[int, ...]:
+    """``[502, 503]``, ``"500-599"`` or a list mixing both -> sorted status codes."""
+    items = value if isinstance(value, list) else [value]
+    codes: set[int] = set()
+    for item in items:
+        low, _, high = str(item).partition("-")
+        if not low.strip().isdigit() or (high and not high.strip().isdigit()):
+            raise ValueError(f"expected status codes like 502 or 500-599, got {item!r}")
+        first, last = int(low), int(high or low)
+        if not 100 <= first <= last <= 599:
+            raise ValueError(f"status codes run from 100 to 599, got {item!r}")
+        codes.update(range(first, last + 1))
+    return tuple(sorted(codes))
+
+
+def _share(value: object) -> float:
+    """``20%`` or ``0.2`` -> 0.2."""
+    text = str(value).strip()
+    try:
+        share = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ValueError(f"expected a share like 20% or 0.2, got {value!r}") from None
+    if not 0 <= share <= 1:
+        raise ValueError(f"a share is between 0% and 100%, got {value!r}")
+    return share
+
+
+def _methods(value: object) -> frozenset[str]:
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(m, str) and re.fullmatch(r"[A-Z]+", m) for m in items):
+        raise ValueError(f"expected a list of methods in capitals like [GET, HEAD], got {value!r}")
+    return frozenset(items)  # type: ignore[arg-type]
+
+
+def _read_health(s: _Section) -> HealthCheck:
+    d = HealthCheck()
+    path = s.get("path", _text, d.path)
+    if not path.startswith("/"):
+        s.walker.error(s.key("path"), f"a check path starts with /, got {path!r}")
+    check = HealthCheck(
+        path=path,
+        interval=s.get("interval", _positive_duration, d.interval),
+        timeout=s.get("timeout", _positive_duration, d.timeout),
+        statuses=s.get("statuses", _statuses, d.statuses),
+        healthy_threshold=s.get("healthy_threshold", _integer(1, 100), d.healthy_threshold),
+        unhealthy_threshold=s.get("unhealthy_threshold", _integer(1, 100), d.unhealthy_threshold),
+        start_healthy=s.get("start", _choice("healthy", "unhealthy"), "healthy") == "healthy",
+    )
+    s.done()
+    return check
+
+
+def _read_passive(s: _Section) -> PassiveHealth:
+    d = PassiveHealth()
+    passive = PassiveHealth(
+        failures=s.get("failures", _integer(1, 1000), d.failures),
+        statuses=s.get("statuses", _statuses, d.statuses),
+        ejection=s.get("ejection", _positive_duration, d.ejection),
+        max_ejection=s.get("max_ejection", _positive_duration, d.max_ejection),
+    )
+    if passive.max_ejection < passive.ejection:
+        s.walker.error(s.key("max_ejection"), f"is shorter than {s.key('ejection')}")
+    s.done()
+    return passive
+
+
+def _read_retries(s: _Section) -> RetryPolicy:
+    d = RetryPolicy()
+    retries = RetryPolicy(
+        count=s.get("count", _integer(0, 10), d.count),
+        methods=s.get("methods", _methods, d.methods),
+        statuses=s.get("statuses", _statuses, d.statuses),
+        budget=s.get("budget", _share, d.budget),
+        min_retries=s.get("min_retries", _integer(0, 1000), d.min_retries),
+        window=s.get("window", _positive_duration, d.window),
+    )
+    s.done()
+    return retries
 
 
 def _hash_source(value: object) -> str:

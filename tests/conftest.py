@@ -33,6 +33,10 @@ class EchoHandler(BaseHTTPRequestHandler):
     wbufsize = 65536
     disable_nagle_algorithm = True
 
+    def setup(self) -> None:
+        super().setup()
+        self.server.sockets.add(self.connection)  # type: ignore[attr-defined]
+
     def _echo(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
@@ -71,12 +75,22 @@ class EchoBackend(ThreadingHTTPServer):
         self.name = name
         self.seen: queue.Queue = queue.Queue()
         self.connections: set = set()
+        self.sockets: set[socket.socket] = set()
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
         self.shutdown()
         self.server_close()
+
+    def kill(self) -> None:
+        """Die as a crashed process would: stop accepting and cut every connection."""
+        self.stop()
+        for sock in list(self.sockets):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a handler blocked reading keep-alive
+            except OSError:
+                pass
 
 
 class RawBackend:

@@ -41,13 +41,13 @@ class RoundRobin:
 
     def __init__(self, servers: Sequence[Candidate]) -> None:
         self._weighted = len({s.weight for s in servers}) > 1
-        self._cycle = itertools.cycle(range(len(servers)))  # next() is atomic under the GIL
+        self._turns = itertools.count()  # next() is atomic under the GIL
         self._current = [0] * len(servers)
         self._lock = threading.Lock()
 
     def pick(self, servers: Sequence[Candidate], key: str = "") -> Candidate:
         if not self._weighted:
-            return servers[next(self._cycle) % len(servers)]
+            return servers[next(self._turns) % len(servers)]
         with self._lock:
             total = 0
             best = 0
@@ -67,10 +67,10 @@ class LeastConn:
     key_source: str | None = None
 
     def __init__(self, servers: Sequence[Candidate]) -> None:
-        self._turn = itertools.cycle(range(len(servers)))
+        self._turns = itertools.count()
 
     def pick(self, servers: Sequence[Candidate], key: str = "") -> Candidate:
-        start = next(self._turn) % len(servers)
+        start = next(self._turns) % len(servers)
         best = servers[start]
         for offset in range(1, len(servers)):
             server = servers[(start + offset) % len(servers)]

@@ -57,19 +57,63 @@ class UpstreamHandler:
         self._host_header = route.host_header
 
     def __call__(self, request: Request) -> Response:
-        server = self.upstream.pick(request.environ)
+        upstream = self.upstream
+        retries = upstream.retries
+        upstream.budget.request()
         body = _read_body(request, self.max_body)
+        # Resent only when idempotent and its body is in hand; never once a byte of
+        # the answer left (nothing has: retries happen before a Response exists).
+        may_retry = request.method in retries.methods and body is not None
+        tried: list[ServerPool] = []
+        while True:
+            server = upstream.pick(request.environ, tried)
+            try:
+                conn, response, rest = self._exchange(server, request, self._head(request, server, body), body)
+            except UpstreamError as exc:
+                server.unclaim()
+                server.breaker.failure(exc.detail)
+                if may_retry and self._retry(server, tried, exc.detail):
+                    continue
+                raise
+            except BaseException:
+                server.unclaim()
+                raise
+            status = response.status
+            if status in upstream.config.passive.statuses:
+                server.breaker.failure(f"status {status}")
+            else:
+                server.breaker.success()
+            if status in retries.statuses and may_retry and self._retry(server, tried, f"status {status}"):
+                server.discard(conn)
+                server.unclaim()
+                continue
+            return self._relay(server, conn, response, rest)
+
+    def _retry(self, server: ServerPool, tried: list[ServerPool], reason: str) -> bool:
+        """Another try on another server, if the count, the servers and the budget allow."""
+        upstream = self.upstream
+        tried.append(server)
+        if len(tried) > upstream.retries.count or len(tried) >= len(upstream.servers):
+            return False
+        if not upstream.budget.allow():
+            log.warning("not retrying after %s from %s: retry budget spent", reason, server.name)
+            return False
+        log.warning("retrying on another server after %s from %s", reason, server.name)
+        return True
+
+    def _head(self, request: Request, server: ServerPool, body: bytes | None) -> bytes:
         host = self._host_header
         if host == "client":
             host = request.authority or server.name
         elif host == "upstream":
             host = server.name
         target = request.route.upstream_path(request.path) + request.query
-        head = self.headers.request_head(
+        return self.headers.request_head(
             request.environ, request.method, target, host, request.client,
             request.scheme, request.authority, request.content_length if body is None else len(body),
         )
-        conn, response, rest = self._exchange(server, request, head, body)
+
+    def _relay(self, server: ServerPool, conn: Any, response: ResponseHead, rest: bytes) -> Response:
         headers = self.headers.response_headers(response.headers)
         if not response.has_body:
             data, clean = b"", not rest
@@ -83,6 +127,7 @@ class UpstreamHandler:
             server.release(conn)
         else:
             server.discard(conn)
+        server.unclaim()
         return Response(response.status_line, headers, [data] if data else [], server.name)
 
     def _exchange(
@@ -209,6 +254,7 @@ class StreamingBody:
                 self.server.release(conn)
             else:  # the client left, or the backend broke off: never reuse
                 self.server.discard(conn)
+            self.server.unclaim()
         if self.on_close is not None:
             on_close, self.on_close = self.on_close, None
             on_close(self)

@@ -16,9 +16,12 @@ request together.
 from __future__ import annotations
 
 import collections
+import os
 import queue
 import socket
 import threading
+import time
+from functools import partial
 from typing import Any, Callable, cast
 
 import urllib3
@@ -26,8 +29,9 @@ from urllib3.connection import HTTPConnection
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
 from ..config import UpstreamConfig, UpstreamServer
-from ..errors import ProxyError, UpstreamConnectError, UpstreamTimeout
+from ..errors import NoHealthyUpstream, ProxyError, UpstreamConnectError, UpstreamTimeout
 from .balance import make_policy
+from .health import ActiveCheck, Breaker, Clock, HealthChecker, RetryBudget
 
 
 class IdleConnections:
@@ -75,13 +79,16 @@ class _HTTPSPool(urllib3.HTTPSConnectionPool):
 class ServerPool:
     """One upstream server and its idle keep-alive connections."""
 
-    def __init__(self, server: UpstreamServer, config: UpstreamConfig) -> None:
+    def __init__(self, server: UpstreamServer, config: UpstreamConfig, clock: Clock = time.monotonic) -> None:
         self.server = server
         self.name = server.name
         self.weight = server.weight
-        #: requests holding a connection of this server now (least_conn, random_two)
+        #: requests being served by this server now (least_conn, random_two, max_connections)
         self.in_flight = 0
+        self.max_connections = config.max_connections
         self._count = threading.Lock()
+        self.breaker = Breaker(self.name, config.passive, clock)
+        self.check = ActiveCheck(self.name, config.health)
         self.read_timeout = config.timeouts.read
         pool_class = _HTTPSPool if server.scheme == "https" else _HTTPPool
         self._pool = pool_class(
@@ -97,8 +104,6 @@ class ServerPool:
 
     def acquire(self) -> tuple[HTTPConnection, bool]:
         """A connected connection and whether it was reused from the pool."""
-        with self._count:
-            self.in_flight += 1
         conn: Any = self._pool._get_conn()  # noqa: SLF001 - see the module docstring
         sock: socket.socket | None = conn.sock
         if sock is not None:
@@ -113,8 +118,6 @@ class ServerPool:
 
     def release(self, conn: HTTPConnection) -> None:
         """Give back a connection whose last response was read to its exact end."""
-        with self._count:
-            self.in_flight -= 1
         idle = self._idle
         if idle is not None and len(idle.queue) < self._keepalive:
             self._pool._put_conn(conn)  # noqa: SLF001
@@ -123,12 +126,43 @@ class ServerPool:
 
     def discard(self, conn: HTTPConnection) -> None:
         """Close a connection in an unknown state; its pool slot is freed."""
-        with self._count:
-            self.in_flight -= 1
         conn.close()
         idle = self._idle
         if idle is not None and len(idle.queue) < self._keepalive:
             self._pool._put_conn(None)  # noqa: SLF001 - as urllib3's urlopen does on error
+
+    def available(self) -> bool:
+        """Healthy by the active checks, not ejected, and below max_connections."""
+        return (
+            self.check.healthy
+            and self.breaker.available()
+            and not (self.max_connections and self.in_flight >= self.max_connections)
+        )
+
+    def claim(self) -> bool:
+        """Count a request in; False when full or when another request holds the trial."""
+        with self._count:
+            if self.max_connections and self.in_flight >= self.max_connections:
+                return False
+            if not self.breaker.claim():
+                return False
+            self.in_flight += 1
+            return True
+
+    def unclaim(self) -> None:
+        with self._count:
+            self.in_flight -= 1
+
+    def probe(self, path: str, timeout: float, statuses: tuple[int, ...]) -> tuple[bool, str]:
+        """One active check on its own connection: -> (healthy, what was seen)."""
+        try:
+            response = self._pool.urlopen(
+                "GET", path, timeout=urllib3.Timeout(connect=timeout, read=timeout), retries=False,
+                release_conn=True, headers={"User-Agent": "simpleproxy-health"},
+            )
+        except Exception as exc:  # every failure is just "unhealthy", with its name
+            return False, type(exc).__name__
+        return response.status in statuses, f"status {response.status}"
 
     def close(self) -> None:
         self._pool.close()
@@ -156,20 +190,48 @@ def connect_error(exc: BaseException, server: str) -> BaseException:
 
 
 class Upstream:
-    """A named group of servers and the policy that picks among them."""
+    """A named group of servers, the policy that picks among them, and their health."""
 
-    def __init__(self, config: UpstreamConfig) -> None:
+    def __init__(self, config: UpstreamConfig, clock: Clock = time.monotonic) -> None:
         self.config = config
         self.name = config.name
-        self.servers = [ServerPool(server, config) for server in config.servers]
+        self.servers = [ServerPool(server, config, clock) for server in config.servers]
         self.policy = make_policy(config.balance, self.servers, config.hash_on)
         self._key = _key_reader(self.policy.key_source)
+        self.retries = config.retries
+        self.budget = RetryBudget(config.retries, clock)
+        self.checker: HealthChecker | None = None
+        self._checker_pid = 0
+        health = config.health
+        if health is not None:
+            self.checker = HealthChecker(
+                [(s.check, partial(s.probe, health.path, health.timeout, health.statuses)) for s in self.servers],
+                health.interval,
+            )
 
-    def pick(self, environ: dict[str, Any]) -> ServerPool:
-        key = self._key(environ) if self._key is not None else ""
-        return self.policy.pick(self.servers, key)  # type: ignore[return-value]
+    def pick(self, environ: dict[str, Any], exclude: list[ServerPool] | tuple = ()) -> ServerPool:
+        """A server for this request, counted in (``unclaim`` it when done); 503 if none."""
+        if self.checker is not None and self._checker_pid != os.getpid():
+            self._start_checks()  # lazily, once per process: pre-forking servers work
+        candidates = [s for s in self.servers if s.available() and s not in exclude]
+        key = self._key(environ) if self._key is not None and candidates else ""
+        while candidates:
+            server: ServerPool = self.policy.pick(candidates, key)  # type: ignore[assignment]
+            if server.claim():
+                return server
+            candidates.remove(server)  # filled up or taken meanwhile
+        raise NoHealthyUpstream(
+            f"no available server in upstream {self.name!r}", headers=(("Retry-After", "1"),)
+        )
+
+    def _start_checks(self) -> None:
+        self._checker_pid = os.getpid()
+        assert self.checker is not None
+        self.checker.start()
 
     def close(self) -> None:
+        if self.checker is not None:
+            self.checker.stop()
         for server in self.servers:
             server.close()
 

@@ -106,3 +106,11 @@ def test_config_keys_for_balancing() -> None:
     assert any(p.startswith("upstreams.u.servers[0].weight: ") for p in problems)
     assert any(p.startswith("upstreams.u.balance: expected one of round_robin") for p in problems)
     assert any(p.startswith("upstreams.u.hash_on: ") for p in problems)
+
+
+def test_round_robin_stays_even_when_candidates_shrink() -> None:
+    servers = farm(1, 1, 1)
+    policy = RoundRobin(servers)
+    survivors = [servers[0], servers[2]]  # the middle one ejected
+    picks = Counter(policy.pick(survivors).name for _ in range(1000))
+    assert picks == Counter({"s0": 500, "s2": 500})

@@ -36,8 +36,12 @@ def test_every_config_key_is_documented_in_the_readme() -> None:
 
     from simpleproxy import config as c
 
-    for cls in (c.ServerSettings, c.HeaderSettings, c.LogSettings, c.Timeouts):
+    for cls in (c.ServerSettings, c.HeaderSettings, c.LogSettings, c.Timeouts, c.PassiveHealth, c.RetryPolicy):
         for f in fields(cls):
-            assert f"`{f.name}`" in readme or f"`timeouts.{f.name}`" in readme, f"{cls.__name__}.{f.name}"
-    for key in ("servers", "keepalive", "host", "path", "upstream", "respond", "strip_prefix", "host_header", "http"):
+            assert re.search(rf"`([a-z_]+\.)?{f.name}`", readme), f"{cls.__name__}.{f.name}"
+    for f in fields(c.HealthCheck):
+        name = "start" if f.name == "start_healthy" else f.name
+        assert re.search(rf"\b{name}: ", readme), f"HealthCheck.{f.name}"
+    for key in ("servers", "keepalive", "host", "path", "upstream", "respond", "strip_prefix", "host_header", "http",
+                "balance", "hash_on", "max_connections", "health"):
         assert f"`{key}`" in readme, key

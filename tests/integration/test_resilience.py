@@ -1,0 +1,142 @@
+"""Upstreams that survive: retries elsewhere, ejection, health checks, limits, budgets."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import socket
+import threading
+from collections import Counter
+
+from conftest import LONG_TIMEOUT, read_request
+
+
+def dead_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once closed
+
+
+def messages(caplog, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+
+def test_a_server_killed_mid_stream_costs_no_client_errors(backends, proxy, caplog) -> None:
+    caplog.set_level(logging.WARNING)
+    a, b, c = backends("A"), backends("B"), backends("C")
+    p = proxy({"upstreams": {"app": {"servers": [a.url, b.url, c.url]}}, "routes": [{"upstream": "app"}]})
+    conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=LONG_TIMEOUT)
+    statuses: Counter = Counter()
+    served: Counter = Counter()
+    for i in range(2000):
+        if i == 500:
+            b.kill()
+        conn.request("GET", f"/item/{i}")
+        response = conn.getresponse()
+        statuses[response.status] += 1
+        served[json.loads(response.read())["name"]] += 1
+    conn.close()
+    assert statuses == Counter({200: 2000})  # every failure was retried elsewhere
+    b_name = b.url.removeprefix("http://")
+    assert len(messages(caplog, "ejected for 10.0s")) == 1
+    assert len(messages(caplog, f"from {b_name}")) == 3  # three failed tries, then no more traffic
+    assert served["B"] < 200 and served["A"] > 850 and served["C"] > 850
+
+
+def test_posts_are_not_retried_but_gets_are(backends, proxy) -> None:
+    alive = backends("alive")
+    p = proxy({"upstreams": {"app": {"servers": [dead_url(), alive.url], "passive": {"failures": 100}}},
+               "routes": [{"upstream": "app"}]})
+    assert p.request("POST", "/", body=b"once")[0].status == 502  # round robin starts on the dead one
+    p.request("GET", "/")  # (the alive one's turn)
+    response, body = p.request("GET", "/")  # the dead one's turn again: retried
+    assert response.status == 200 and json.loads(body)["name"] == "alive"
+
+
+def test_the_retry_budget_caps_retries_in_a_full_outage(proxy, caplog) -> None:
+    caplog.set_level(logging.WARNING)
+    p = proxy({
+        "upstreams": {"app": {
+            "servers": [dead_url(), dead_url(), dead_url()],
+            "passive": {"failures": 1000},  # keep them in rotation: the budget alone must hold
+            "retries": {"count": 2, "budget": "20%", "min_retries": 3},
+        }},
+        "routes": [{"upstream": "app"}],
+    })
+    for _ in range(50):
+        assert p.request("GET", "/")[0].status == 502
+    retried = len(messages(caplog, "retrying on another server"))
+    assert 3 <= retried <= 3 + 10  # the floor plus 20% of 50, not 2 x 50
+    assert messages(caplog, "retry budget spent")
+
+
+def test_all_servers_ejected_is_a_quick_503_with_retry_after(proxy) -> None:
+    p = proxy({"upstreams": {"app": {"servers": [dead_url()], "passive": {"failures": 1}}},
+               "routes": [{"upstream": "app"}]})
+    assert p.request("GET", "/")[0].status == 502
+    response, body = p.request("GET", "/")
+    assert response.status == 503 and response.headers["Retry-After"] == "1"
+    assert b"no available server" in body
+
+
+def test_max_connections_per_server(raw_backend, proxy) -> None:
+    held = threading.Event()
+
+    def slow(conn: socket.socket) -> None:
+        read_request(conn)
+        held.set()
+        backend.release.wait(LONG_TIMEOUT)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    backend = raw_backend(slow)
+    p = proxy({"upstreams": {"app": {"servers": [backend.url], "max_connections": 1}},
+               "routes": [{"upstream": "app"}]})
+    first: dict = {}
+    thread = threading.Thread(target=lambda: first.update(status=p.request("GET", "/")[0].status))
+    thread.start()
+    assert held.wait(LONG_TIMEOUT)
+    response, _ = p.request("GET", "/")
+    assert response.status == 503 and response.headers["Retry-After"] == "1"
+    backend.release.set()
+    thread.join(LONG_TIMEOUT)
+    assert first == {"status": 200}
+
+
+def test_active_checks_take_a_server_out_and_bring_it_back(raw_backend, proxy) -> None:
+    health = {"status": 200}
+
+    def flaky(conn: socket.socket) -> None:
+        while head := read_request(conn):
+            path = head.split(b" ", 2)[1]
+            status = health["status"] if path == b"/healthz" else 200
+            body = b'{"name": "flaky"}'
+            conn.sendall(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n%s" % (status, len(body), body))
+
+    flaky_backend = raw_backend(flaky)
+    p = proxy({
+        "upstreams": {"app": {
+            "servers": [flaky_backend.url, dead_url()],
+            "health": {"path": "/healthz", "interval": "1h", "timeout": "2s",
+                       "healthy_threshold": 2, "unhealthy_threshold": 2},
+        }},
+        "routes": [{"upstream": "app"}],
+    })
+    upstream = p.app.state.upstreams["app"]
+    checker = upstream.checker
+    flaky_server, dead_server = upstream.servers
+    for _ in range(2):
+        checker.run_once()  # deterministic rounds (the thread's own rounds are an hour apart)
+    assert flaky_server.check.healthy and not dead_server.check.healthy
+    assert all(p.request("GET", "/")[0].status == 200 for _ in range(4))  # only flaky gets traffic
+    health["status"] = 503
+    for _ in range(2):
+        checker.run_once()
+    assert not flaky_server.check.healthy
+    assert p.request("GET", "/")[0].status == 503  # nobody left
+    health["status"] = 200
+    checker.run_once()
+    assert not flaky_server.check.healthy  # one good answer is not enough
+    checker.run_once()
+    assert flaky_server.check.healthy
+    assert p.request("GET", "/")[0].status == 200
