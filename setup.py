@@ -28,7 +28,7 @@ setup(
         "pyyaml>=6.0",
     ],
     extras_require={
-        "test": ["pytest>=7.4", "pytest-timeout>=2.1"],
+        "test": ["pytest>=7.4", "pytest-timeout>=2.1", "trustme>=1.0"],
     },
     entry_points={"console_scripts": ["simpleproxy = simpleproxy.cli:main"]},
     classifiers=[

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
@@ -90,6 +91,17 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
+class UpstreamTLS:
+    """How https:// servers are verified and what this proxy presents to them."""
+
+    ca: str | None = None  #: CA bundle file; the system trust store when unset
+    server_name: str | None = None  #: SNI and the name verified, instead of the URL's host
+    cert: str | None = None  #: client certificate (PEM, may hold the key) for mutual TLS
+    key: str | None = None  #: its private key, if not in ``cert``
+    verify: bool = True  #: false skips verification entirely (warned at start-up)
+
+
+@dataclass(frozen=True)
 class UpstreamConfig:
     name: str
     servers: tuple[UpstreamServer, ...]
@@ -105,6 +117,7 @@ class UpstreamConfig:
     health: HealthCheck | None = None
     passive: PassiveHealth = PassiveHealth()
     retries: RetryPolicy = RetryPolicy()
+    tls: UpstreamTLS = UpstreamTLS()
 
 
 @dataclass(frozen=True)
@@ -463,12 +476,51 @@ def _read_upstream(s: _Section, name: str) -> UpstreamConfig | None:
     s.taken.add("health")
     passive = _read_passive(s.section("passive"))
     retries = _read_retries(s.section("retries"))
+    tls = _read_tls(s.section("tls"))
+    if s.has("tls") and not any(server.scheme == "https" for server in servers):
+        s.walker.error(s.key("tls"), "no server of this upstream uses https://")
     s.done()
     if not servers:
         return None
     return UpstreamConfig(
-        name, tuple(servers), timeouts, keepalive, balance, hash_on, max_connections, health, passive, retries
+        name, tuple(servers), timeouts, keepalive, balance, hash_on, max_connections, health, passive, retries, tls
     )
+
+
+def _readable_file(value: object) -> str:
+    path = Path(_text(value))
+    try:
+        path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
+    return str(path)
+
+
+def _read_tls(s: _Section) -> UpstreamTLS:
+    tls = UpstreamTLS(
+        ca=s.get("ca", _readable_file, None),
+        server_name=s.get("server_name", _text, None),
+        cert=s.get("cert", _readable_file, None),
+        key=s.get("key", _readable_file, None),
+        verify=s.get("verify", _boolean, True),
+    )
+    if tls.server_name is not None and not is_valid_host(tls.server_name):
+        s.walker.error(s.key("server_name"), f"{tls.server_name!r} is not a host name")
+    if tls.key and not tls.cert:
+        s.walker.error(s.key("key"), f"needs {s.key('cert')}")
+    context = ssl.create_default_context()
+    try:  # load now, so that a bad file is a config error naming its key
+        if tls.ca:
+            context.load_verify_locations(cafile=tls.ca)
+    except (ssl.SSLError, ValueError) as exc:
+        s.walker.error(s.key("ca"), f"not a PEM CA bundle ({getattr(exc, 'reason', None) or exc})")
+    try:
+        if tls.cert:
+            context.load_cert_chain(tls.cert, tls.key)
+    except (ssl.SSLError, ValueError) as exc:
+        s.walker.error(s.key("cert"), f"certificate and key do not load or do not match ({getattr(exc, 'reason', None) or exc})")
+    s.done()
+    return tls
 
 
 def _statuses(value: object) -> tuple[int, ...]:

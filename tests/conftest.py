@@ -11,6 +11,7 @@ import io
 import json
 import queue
 import socket
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterator
@@ -70,13 +71,20 @@ class EchoHandler(BaseHTTPRequestHandler):
 class EchoBackend(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, name: str = "A") -> None:
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # refused TLS handshakes are part of some tests
+
+    def __init__(self, name: str = "A", tls: ssl.SSLContext | None = None) -> None:
         super().__init__(("127.0.0.1", 0), EchoHandler)
         self.name = name
         self.seen: queue.Queue = queue.Queue()
         self.connections: set = set()
         self.sockets: set[socket.socket] = set()
-        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        scheme = "http"
+        if tls is not None:
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.server_address[1]}"
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
     def stop(self) -> None:

@@ -18,9 +18,14 @@ from typing import Protocol, Sequence
 
 
 class Candidate(Protocol):
-    name: str
-    weight: int
-    in_flight: int
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def weight(self) -> int: ...
+
+    @property
+    def in_flight(self) -> int: ...
 
 
 class Policy(Protocol):

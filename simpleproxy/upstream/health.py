@@ -48,11 +48,15 @@ class Breaker:
 
     def available(self) -> bool:
         """May take a request (no side effect: see :meth:`claim`)."""
+        if not self.ejected_until:
+            return True  # closed: the common case, without a clock read
         state = self.state()
         return state == "closed" or (state == "half-open" and not self.trial_out)
 
     def claim(self) -> bool:
         """Called for the picked server: takes the trial slot when half-open."""
+        if not self.ejected_until:
+            return True
         with self._lock:
             state = self.state()
             if state == "closed":
@@ -63,6 +67,8 @@ class Breaker:
             return False
 
     def success(self) -> None:
+        if not self.failures and not self.ejected_until:
+            return  # nothing to reset: no lock on the hot path
         with self._lock:
             self.failures = 0
             if self.ejected_until:
@@ -165,8 +171,8 @@ class RetryBudget:
         return sum(c for c, s in zip(counts, self._second, strict=True) if now - s < self.window)
 
     def request(self) -> None:
-        with self._lock:
-            self._requests[self._slot()] += 1
+        # No lock: a lost increment under a race only makes the budget a little stricter.
+        self._requests[self._slot()] += 1
 
     def allow(self) -> bool:
         """True (and counted) when one more retry fits in the budget."""

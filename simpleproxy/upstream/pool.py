@@ -16,22 +16,28 @@ request together.
 from __future__ import annotations
 
 import collections
+import logging
+import itertools
 import os
 import queue
 import socket
+import ssl
 import threading
 import time
 from functools import partial
 from typing import Any, Callable, cast
 
 import urllib3
+import urllib3.exceptions
 from urllib3.connection import HTTPConnection
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
-from ..config import UpstreamConfig, UpstreamServer
+from ..config import UpstreamConfig, UpstreamServer, UpstreamTLS
 from ..errors import NoHealthyUpstream, ProxyError, UpstreamConnectError, UpstreamTimeout
 from .balance import make_policy
 from .health import ActiveCheck, Breaker, Clock, HealthChecker, RetryBudget
+
+log = logging.getLogger("simpleproxy.upstream")
 
 
 class IdleConnections:
@@ -83,22 +89,26 @@ class ServerPool:
         self.server = server
         self.name = server.name
         self.weight = server.weight
-        #: requests being served by this server now (least_conn, random_two, max_connections)
-        self.in_flight = 0
         self.max_connections = config.max_connections
+        # Requests in flight as two monotonic counters: next() on itertools.count is
+        # atomic, so no lock is needed unless max_connections must be exact.
+        self._claims, self._releases = itertools.count(1), itertools.count(1)
+        self._claimed = self._released = 0
         self._count = threading.Lock()
         self.breaker = Breaker(self.name, config.passive, clock)
         self.check = ActiveCheck(self.name, config.health)
         self.read_timeout = config.timeouts.read
-        pool_class = _HTTPSPool if server.scheme == "https" else _HTTPPool
-        self._pool = pool_class(
-            server.host,
-            server.port,
-            maxsize=max(1, config.keepalive),
-            block=False,  # concurrency is bounded by the server's threads, not here
-            timeout=urllib3.Timeout(connect=config.timeouts.connect, read=config.timeouts.read),
-            retries=False,
-        )
+        common: dict[str, Any] = {
+            "maxsize": max(1, config.keepalive),
+            "block": False,  # concurrency is bounded by the server's threads, not here
+            "timeout": urllib3.Timeout(connect=config.timeouts.connect, read=config.timeouts.read),
+            "retries": False,
+        }
+        self._pool: urllib3.HTTPConnectionPool
+        if server.scheme == "https":
+            self._pool = _HTTPSPool(server.host, server.port, **common, **_tls_options(config.tls))
+        else:
+            self._pool = _HTTPPool(server.host, server.port, **common)
         self._idle = cast(IdleConnections, self._pool.pool)
         self._keepalive = config.keepalive
 
@@ -139,19 +149,26 @@ class ServerPool:
             and not (self.max_connections and self.in_flight >= self.max_connections)
         )
 
+    @property
+    def in_flight(self) -> int:
+        """Requests being served by this server now (least_conn, random_two, max_connections)."""
+        return self._claimed - self._released
+
     def claim(self) -> bool:
         """Count a request in; False when full or when another request holds the trial."""
-        with self._count:
-            if self.max_connections and self.in_flight >= self.max_connections:
-                return False
+        if not self.max_connections:
             if not self.breaker.claim():
                 return False
-            self.in_flight += 1
+            self._claimed = next(self._claims)
+            return True
+        with self._count:
+            if self.in_flight >= self.max_connections or not self.breaker.claim():
+                return False
+            self._claimed = next(self._claims)
             return True
 
     def unclaim(self) -> None:
-        with self._count:
-            self.in_flight -= 1
+        self._released = next(self._releases)
 
     def probe(self, path: str, timeout: float, statuses: tuple[int, ...]) -> tuple[bool, str]:
         """One active check on its own connection: -> (healthy, what was seen)."""
@@ -168,6 +185,20 @@ class ServerPool:
         self._pool.close()
 
 
+def _tls_options(tls: UpstreamTLS) -> dict[str, Any]:
+    """urllib3's HTTPSConnectionPool arguments for an upstream's ``tls:`` section."""
+    if not tls.verify:
+        return {"cert_reqs": "CERT_NONE", "assert_hostname": False, "cert_file": tls.cert, "key_file": tls.key}
+    return {
+        "cert_reqs": "CERT_REQUIRED",
+        "ca_certs": tls.ca,  # None: the system trust store
+        "server_hostname": tls.server_name,  # SNI
+        "assert_hostname": tls.server_name,  # and the name the certificate must carry
+        "cert_file": tls.cert,
+        "key_file": tls.key,
+    }
+
+
 def connect_error(exc: BaseException, server: str) -> BaseException:
     """Translate a failure to connect. Refused is 502, only a timeout is 504.
 
@@ -181,6 +212,9 @@ def connect_error(exc: BaseException, server: str) -> BaseException:
         error = UpstreamConnectError("upstream refused the connection" if refused else "cannot connect to upstream")
     elif isinstance(exc, (ConnectTimeoutError, socket.timeout)):
         error = UpstreamTimeout("upstream connect timed out")
+    elif isinstance(exc, (ssl.SSLError, ssl.CertificateError, urllib3.exceptions.SSLError)):
+        reason = getattr(exc, "reason", None) or getattr(exc, "verify_message", None) or type(exc).__name__
+        error = UpstreamConnectError(f"upstream TLS handshake failed ({reason})")
     elif isinstance(exc, Exception):
         error = UpstreamConnectError(f"cannot connect to upstream ({type(exc).__name__})")
     else:
@@ -197,8 +231,11 @@ class Upstream:
         self.name = config.name
         self.servers = [ServerPool(server, config, clock) for server in config.servers]
         self.policy = make_policy(config.balance, self.servers, config.hash_on)
+        self._single = self.servers[0] if len(self.servers) == 1 else None
         self._key = _key_reader(self.policy.key_source)
         self.retries = config.retries
+        if not config.tls.verify:
+            log.warning("upstream %r: TLS certificates are not verified (upstreams.%s.tls.verify: false)", self.name, self.name)
         self.budget = RetryBudget(config.retries, clock)
         self.checker: HealthChecker | None = None
         self._checker_pid = 0
@@ -213,7 +250,12 @@ class Upstream:
         """A server for this request, counted in (``unclaim`` it when done); 503 if none."""
         if self.checker is not None and self._checker_pid != os.getpid():
             self._start_checks()  # lazily, once per process: pre-forking servers work
-        candidates = [s for s in self.servers if s.available() and s not in exclude]
+        if self._single is not None:  # one server: no policy to ask
+            if not exclude and self._single.available() and self._single.claim():
+                return self._single
+            candidates = []
+        else:
+            candidates = [s for s in self.servers if s.available() and s not in exclude]
         key = self._key(environ) if self._key is not None and candidates else ""
         while candidates:
             server: ServerPool = self.policy.pick(candidates, key)  # type: ignore[assignment]
