@@ -36,6 +36,7 @@ class Timeouts:
 
     connect: float = 5.0  #: to open a TCP (and TLS) connection to a server
     read: float = 60.0  #: between two reads from the server, not for the whole response
+    total: float | None = None  #: for the whole exchange, body included; none by default
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,8 @@ class RouteConfig:
     #: ``client`` keeps the client's Host, ``upstream`` sends the server's
     #: host:port, anything else is sent literally.
     host_header: str = "client"
+    #: keys given here override the upstream's timeouts (None: the upstream's as they are)
+    timeouts: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -460,12 +463,7 @@ def _read_upstream(s: _Section, name: str) -> UpstreamConfig | None:
         entry.done()
     if not s.has("servers"):
         s.walker.error(s.key("servers"), "an upstream needs at least one server")
-    t = s.section("timeouts")
-    timeouts = Timeouts(
-        connect=t.get("connect", _positive_duration, Timeouts.connect),
-        read=t.get("read", _positive_duration, Timeouts.read),
-    )
-    t.done()
+    timeouts = _read_timeouts(s.section("timeouts"), Timeouts())
     keepalive = s.get("keepalive", _integer(0, 10_000), 32)
     balance = s.get("balance", _choice(*POLICIES), "round_robin")
     hash_on = s.get("hash_on", _hash_source, "client_ip")
@@ -485,6 +483,17 @@ def _read_upstream(s: _Section, name: str) -> UpstreamConfig | None:
     return UpstreamConfig(
         name, tuple(servers), timeouts, keepalive, balance, hash_on, max_connections, health, passive, retries, tls
     )
+
+
+def _read_timeouts(t: _Section, base: Timeouts) -> Timeouts:
+    """A ``timeouts:`` mapping over ``base`` (the upstream's, for a route's override)."""
+    timeouts = Timeouts(
+        connect=t.get("connect", _positive_duration, base.connect),
+        read=t.get("read", _positive_duration, base.read),
+        total=t.get("total", _positive_duration, base.total),
+    )
+    t.done()
+    return timeouts
 
 
 def _readable_file(value: object) -> str:
@@ -664,6 +673,11 @@ def _read_route(s: _Section, upstream_names: dict) -> RouteConfig | None:
     elif not s.has("upstream") and not s.has("respond"):
         s.walker.error(s.path, "a route needs either 'upstream' or 'respond'")
     host_header = s.get("host_header", _host_header, "client")
+    timeouts = None
+    if s.has("timeouts"):
+        given = _read_timeouts(s.section("timeouts"), Timeouts(connect=-1, read=-1, total=None))
+        timeouts = {k: v for k, v in vars(given).items() if v is not None and v != -1}
+    s.taken.add("timeouts")
     route = RouteConfig(
         key=s.path,
         host=host,
@@ -672,6 +686,7 @@ def _read_route(s: _Section, upstream_names: dict) -> RouteConfig | None:
         respond=respond,
         strip_prefix=s.get("strip_prefix", _boolean, False),
         host_header=host_header,
+        timeouts=timeouts,
     )
     s.done()
     return route

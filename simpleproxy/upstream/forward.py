@@ -10,8 +10,10 @@ closes it, so no later request can read the leftovers of this one.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
+import time
 from typing import Any, Callable
 
 from ..config import RouteConfig
@@ -55,6 +57,8 @@ class UpstreamHandler:
         self.headers = headers
         self.max_body = max_body
         self._host_header = route.host_header
+        #: the upstream's timeouts with the route's overrides
+        self.timeouts = dataclasses.replace(upstream.config.timeouts, **(route.timeouts or {}))
 
     def __call__(self, request: Request) -> Response:
         upstream = self.upstream
@@ -87,7 +91,7 @@ class UpstreamHandler:
                 server.discard(conn)
                 server.unclaim()
                 continue
-            return self._relay(server, conn, response, rest)
+            return self._relay(server, conn, response, rest, request.started)
 
     def _retry(self, server: ServerPool, tried: list[ServerPool], reason: str) -> bool:
         """Another try on another server, if the count, the servers and the budget allow."""
@@ -113,7 +117,7 @@ class UpstreamHandler:
             request.scheme, request.authority, request.content_length if body is None else len(body),
         )
 
-    def _relay(self, server: ServerPool, conn: Any, response: ResponseHead, rest: bytes) -> Response:
+    def _relay(self, server: ServerPool, conn: Any, response: ResponseHead, rest: bytes, request_started: float) -> Response:
         headers = self.headers.response_headers(response.headers)
         if not response.has_body:
             data, clean = b"", not rest
@@ -121,6 +125,8 @@ class UpstreamHandler:
             data, clean = rest[: response.length], len(rest) == response.length
         else:
             body_iter = StreamingBody(BodyReader(conn.sock, response, rest), server, conn, response.keep_alive)
+            if self.timeouts.total:
+                body_iter.deadline = (request_started + self.timeouts.total, self.timeouts.read)
             return Response(response.status_line, headers, body_iter, server.name)
         # The whole body is already here: hand the connection back before relaying it.
         if response.keep_alive and clean:
@@ -134,8 +140,11 @@ class UpstreamHandler:
         self, server: ServerPool, request: Request, head: bytes, body: bytes | None
     ) -> tuple[Any, ResponseHead, bytes]:
         """Send the request, read the final response head; one retry on a stale connection."""
+        timeouts = self.timeouts
+        deadline = request.started + timeouts.total if timeouts.total else 0.0
         for attempt in (1, 2):
-            conn, reused = server.acquire()
+            read = _limit(timeouts.read, deadline)
+            conn, reused = server.acquire(timeouts.connect, read)
             try:
                 _send(conn.sock, head, body, request)
                 rest = b""
@@ -161,7 +170,8 @@ class UpstreamHandler:
                 raise _with_server(UpstreamConnectError(reason), server) from None
             except socket.timeout:
                 server.discard(conn)
-                raise _with_server(UpstreamTimeout("upstream read timed out"), server) from None
+                what = "total deadline exceeded" if read < timeouts.read else "read timed out"
+                raise _with_server(UpstreamTimeout(f"upstream {what}"), server) from None
             except ProxyError as exc:
                 server.discard(conn)
                 raise _with_server(exc, server) from None
@@ -172,6 +182,16 @@ class UpstreamHandler:
                 server.discard(conn)
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _limit(read: float, deadline: float) -> float:
+    """The read timeout, shortened to what is left before a total deadline (0: none)."""
+    if not deadline:
+        return read
+    left = deadline - time.perf_counter()
+    if left <= 0:
+        raise UpstreamTimeout("upstream total deadline exceeded")
+    return min(read, left)
 
 
 def _with_server(exc: ProxyError, server: ServerPool) -> ProxyError:
@@ -214,7 +234,7 @@ def _send(sock: socket.socket, head: bytes, body: bytes | None, request: Request
 class StreamingBody:
     """The WSGI iterable for a body still arriving; releases the connection on close."""
 
-    __slots__ = ("reader", "server", "conn", "keep_alive", "sent", "error", "on_close")
+    __slots__ = ("reader", "server", "conn", "keep_alive", "sent", "error", "on_close", "deadline")
 
     def __init__(self, reader: BodyReader, server: ServerPool, conn: Any, keep_alive: bool) -> None:
         self.reader = reader
@@ -224,19 +244,23 @@ class StreamingBody:
         self.sent = 0
         self.error = ""
         self.on_close: Callable[[StreamingBody], None] | None = None
+        #: (total deadline, read timeout) when the route has a total deadline
+        self.deadline: tuple[float, float] | None = None
 
     def __iter__(self) -> StreamingBody:
         return self
 
     def __next__(self) -> bytes:
         try:
+            if self.deadline is not None:
+                self.reader.sock.settimeout(_limit(self.deadline[1], self.deadline[0]))
             data = self.reader.read()
         except socket.timeout:
             self.error = "upstream read timed out mid-body"
         except UpstreamClosed:
             self.error = "upstream closed mid-body"
         except UpstreamError as exc:
-            self.error = exc.detail
+            self.error = exc.detail + (" mid-body" if isinstance(exc, UpstreamTimeout) else "")
         except OSError as exc:
             self.error = f"upstream I/O error mid-body ({exc.strerror or type(exc).__name__})"
         else:

@@ -97,7 +97,6 @@ class ServerPool:
         self._count = threading.Lock()
         self.breaker = Breaker(self.name, config.passive, clock)
         self.check = ActiveCheck(self.name, config.health)
-        self.read_timeout = config.timeouts.read
         common: dict[str, Any] = {
             "maxsize": max(1, config.keepalive),
             "block": False,  # concurrency is bounded by the server's threads, not here
@@ -112,18 +111,20 @@ class ServerPool:
         self._idle = cast(IdleConnections, self._pool.pool)
         self._keepalive = config.keepalive
 
-    def acquire(self) -> tuple[HTTPConnection, bool]:
-        """A connected connection and whether it was reused from the pool."""
+    def acquire(self, connect: float, read: float) -> tuple[HTTPConnection, bool]:
+        """A connected connection, its read timeout set, and whether it was reused."""
         conn: Any = self._pool._get_conn()  # noqa: SLF001 - see the module docstring
         sock: socket.socket | None = conn.sock
         if sock is not None:
-            return conn, True  # its read timeout was set when it connected
+            sock.settimeout(read)
+            return conn, True
+        conn.timeout = connect  # what urllib3's connect() gives create_connection
         try:
             conn.connect()
         except BaseException as exc:
             self.discard(conn)
             raise connect_error(exc, self.name) from None
-        conn.sock.settimeout(self.read_timeout)  # connected now
+        conn.sock.settimeout(read)  # connected now
         return conn, False
 
     def release(self, conn: HTTPConnection) -> None:

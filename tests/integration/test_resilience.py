@@ -140,3 +140,44 @@ def test_active_checks_take_a_server_out_and_bring_it_back(raw_backend, proxy) -
     checker.run_once()
     assert flaky_server.check.healthy
     assert p.request("GET", "/")[0].status == 200
+
+
+def test_route_timeouts_override_the_upstream(raw_backend, proxy) -> None:
+    def silent(conn: socket.socket) -> None:
+        while read_request(conn):
+            backend.release.wait(LONG_TIMEOUT)
+
+    backend = raw_backend(silent)
+    p = proxy({
+        "upstreams": {"app": {"servers": [backend.url], "timeouts": {"connect": "5s", "read": "30s"},
+                              "passive": {"failures": 100}}},
+        "routes": [
+            {"path": "/read", "upstream": "app", "timeouts": {"read": "200ms"}},
+            {"path": "/total", "upstream": "app", "timeouts": {"total": "300ms"}},
+        ],
+    })
+    response, body = p.request("GET", "/read")
+    assert response.status == 504 and b"upstream read timed out" in body
+    response, body = p.request("GET", "/total")
+    assert response.status == 504 and b"total deadline exceeded" in body
+
+
+def test_a_total_deadline_cuts_a_slow_body(raw_backend, proxy) -> None:
+    def trickle(conn: socket.socket) -> None:
+        read_request(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nfirst")
+        backend.release.wait(LONG_TIMEOUT)
+
+    backend = raw_backend(trickle)
+    p = proxy({"upstreams": {"app": {"servers": [backend.url]}},
+               "routes": [{"upstream": "app", "timeouts": {"total": "300ms"}}]})
+    conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=LONG_TIMEOUT)
+    conn.request("GET", "/")
+    response = conn.getresponse()
+    assert response.status == 200
+    try:
+        data = response.read()
+    except http.client.IncompleteRead as exc:
+        data = exc.partial
+    assert data == b"first"  # cut at the deadline, not after the 30 s read timeout
+    conn.close()
