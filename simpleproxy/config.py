@@ -119,6 +119,8 @@ class UpstreamConfig:
     passive: PassiveHealth = PassiveHealth()
     retries: RetryPolicy = RetryPolicy()
     tls: UpstreamTLS = UpstreamTLS()
+    #: a cookie the proxy sets to keep a client on one server (sticky sessions)
+    sticky_cookie: str | None = None
 
 
 @dataclass(frozen=True)
@@ -475,14 +477,27 @@ def _read_upstream(s: _Section, name: str) -> UpstreamConfig | None:
     passive = _read_passive(s.section("passive"))
     retries = _read_retries(s.section("retries"))
     tls = _read_tls(s.section("tls"))
+    sticky = s.section("sticky")
+    sticky_cookie = sticky.get("cookie", _cookie_name, None)
+    if s.has("sticky") and sticky_cookie is None and not sticky.has("cookie"):
+        s.walker.error(sticky.key("cookie"), "sticky sessions need a cookie name")
+    sticky.done()
     if s.has("tls") and not any(server.scheme == "https" for server in servers):
         s.walker.error(s.key("tls"), "no server of this upstream uses https://")
     s.done()
     if not servers:
         return None
     return UpstreamConfig(
-        name, tuple(servers), timeouts, keepalive, balance, hash_on, max_connections, health, passive, retries, tls
+        name, tuple(servers), timeouts, keepalive, balance, hash_on, max_connections, health, passive, retries, tls,
+        sticky_cookie,
     )
+
+
+def _cookie_name(value: object) -> str:
+    text = _text(value)
+    if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", text):
+        raise ValueError(f"{value!r} is not a cookie name (a token)")
+    return text
 
 
 def _read_timeouts(t: _Section, base: Timeouts) -> Timeouts:

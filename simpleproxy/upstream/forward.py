@@ -69,8 +69,9 @@ class UpstreamHandler:
         # the answer left (nothing has: retries happen before a Response exists).
         may_retry = request.method in retries.methods and body is not None
         tried: list[ServerPool] = []
+        sticky = upstream.sticky_server(request.environ) if upstream.sticky_cookie else None
         while True:
-            server = upstream.pick(request.environ, tried)
+            server = upstream.pick(request.environ, tried, sticky)
             try:
                 conn, response, rest = self._exchange(server, request, self._head(request, server, body), body)
             except UpstreamError as exc:
@@ -91,7 +92,12 @@ class UpstreamHandler:
                 server.discard(conn)
                 server.unclaim()
                 continue
-            return self._relay(server, conn, response, rest, request.started)
+            relayed = self._relay(server, conn, response, rest, request.started)
+            if upstream.sticky_cookie and server is not sticky:
+                relayed.headers.append(
+                    ("Set-Cookie", f"{upstream.sticky_cookie}={server.sticky_id}; Path=/; HttpOnly; SameSite=Lax")
+                )
+            return relayed
 
     def _retry(self, server: ServerPool, tried: list[ServerPool], reason: str) -> bool:
         """Another try on another server, if the count, the servers and the budget allow."""

@@ -16,6 +16,7 @@ request together.
 from __future__ import annotations
 
 import collections
+import hashlib
 import logging
 import itertools
 import os
@@ -89,6 +90,8 @@ class ServerPool:
         self.server = server
         self.name = server.name
         self.weight = server.weight
+        #: what a sticky-session cookie holds for this server: stable, and not its address
+        self.sticky_id = hashlib.blake2b(server.url.encode(), digest_size=6).hexdigest()
         self.max_connections = config.max_connections
         # Requests in flight as two monotonic counters: next() on itertools.count is
         # atomic, so no lock is needed unless max_connections must be exact.
@@ -233,6 +236,9 @@ class Upstream:
         self.servers = [ServerPool(server, config, clock) for server in config.servers]
         self.policy = make_policy(config.balance, self.servers, config.hash_on)
         self._single = self.servers[0] if len(self.servers) == 1 else None
+        self.sticky_cookie = config.sticky_cookie
+        self._sticky = _key_reader(f"cookie:{config.sticky_cookie}") if config.sticky_cookie else None
+        self._by_sticky_id = {server.sticky_id: server for server in self.servers}
         self._key = _key_reader(self.policy.key_source)
         self.retries = config.retries
         if not config.tls.verify:
@@ -247,10 +253,20 @@ class Upstream:
                 health.interval,
             )
 
-    def pick(self, environ: dict[str, Any], exclude: list[ServerPool] | tuple = ()) -> ServerPool:
+    def sticky_server(self, environ: dict[str, Any]) -> ServerPool | None:
+        """The server a sticky-session cookie names, if it names one of ours."""
+        if self._sticky is None:
+            return None
+        return self._by_sticky_id.get(self._sticky(environ))
+
+    def pick(
+        self, environ: dict[str, Any], exclude: list[ServerPool] | tuple = (), prefer: ServerPool | None = None
+    ) -> ServerPool:
         """A server for this request, counted in (``unclaim`` it when done); 503 if none."""
         if self.checker is not None and self._checker_pid != os.getpid():
             self._start_checks()  # lazily, once per process: pre-forking servers work
+        if prefer is not None and prefer not in exclude and prefer.available() and prefer.claim():
+            return prefer
         if self._single is not None:  # one server: no policy to ask
             if not exclude and self._single.available() and self._single.claim():
                 return self._single

@@ -70,3 +70,24 @@ def test_least_conn_avoids_a_busy_server(backends, raw_backend, proxy) -> None:
     slow_backend.release.set()
     thread.join(LONG_TIMEOUT)
     assert first == {"slow": 1}
+
+
+def test_sticky_sessions_by_a_cookie_the_proxy_sets(backends, proxy) -> None:
+    a, b = backends("A"), backends("B")
+    p = proxy({"upstreams": {"app": {"servers": [a.url, b.url], "sticky": {"cookie": "sp_server"}}},
+               "routes": [{"upstream": "app"}]})
+    def ours(response: http.client.HTTPResponse) -> list[str]:
+        return [c for c in response.headers.get_all("Set-Cookie") or [] if c.startswith("sp_server=")]
+
+    response, body = p.request("GET", "/")
+    (cookie,) = ours(response)
+    assert "HttpOnly" in cookie and "Path=/" in cookie
+    home = json.loads(body)["name"]
+    value = cookie.split(";")[0]
+    for _ in range(6):  # round robin would alternate; the cookie holds the client
+        response, body = p.request("GET", "/", headers={"Cookie": f"theme=dark; {value}"})
+        assert json.loads(body)["name"] == home and ours(response) == []
+    (a if home == "A" else b).kill()
+    response, body = p.request("GET", "/", headers={"Cookie": value})
+    assert response.status == 200 and json.loads(body)["name"] != home  # moved, and told so
+    assert ours(response)[0].split(";")[0] != value

@@ -43,5 +43,5 @@ def test_every_config_key_is_documented_in_the_readme() -> None:
         name = "start" if f.name == "start_healthy" else f.name
         assert re.search(rf"\b{name}: ", readme), f"HealthCheck.{f.name}"
     for key in ("servers", "keepalive", "host", "path", "upstream", "respond", "strip_prefix", "host_header", "http",
-                "balance", "hash_on", "max_connections", "health"):
+                "balance", "hash_on", "max_connections", "health", "sticky.cookie", "timeouts.total", "tls.ca"):
         assert f"`{key}`" in readme, key
