@@ -91,3 +91,29 @@ def test_sticky_sessions_by_a_cookie_the_proxy_sets(backends, proxy) -> None:
     response, body = p.request("GET", "/", headers={"Cookie": value})
     assert response.status == 200 and json.loads(body)["name"] != home  # moved, and told so
     assert ours(response)[0].split(";")[0] != value
+
+
+def test_hash_moves_only_the_departed_servers_keys(backends, proxy) -> None:
+    servers = [backends(name) for name in "ABCDE"]
+    p = proxy({
+        "upstreams": {"app": {"servers": [s.url for s in servers], "balance": "hash", "hash_on": "header:X-User",
+                              "passive": {"failures": 1}}},
+        "routes": [{"upstream": "app"}],
+    })
+    users = [f"user{i}" for i in range(300)]
+    conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=LONG_TIMEOUT)
+
+    def homes() -> dict[str, str]:
+        found = {}
+        for user in users:
+            conn.request("GET", "/", headers={"X-User": user})
+            found[user] = json.loads(conn.getresponse().read())["name"]
+        return found
+
+    before = homes()
+    servers[2].kill()  # "C" leaves: its users are retried elsewhere, then it is ejected
+    after = homes()
+    conn.close()
+    moved = [user for user in users if after[user] != before[user]]
+    assert all(before[user] == "C" for user in moved) and "C" not in after.values()
+    assert 0.1 < len(moved) / len(users) < 0.3  # about 1/5
