@@ -21,7 +21,6 @@ import http.client
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
