@@ -1,0 +1,419 @@
+"""The configuration schema: one reader per section, building the dataclasses of :mod:`.config`."""
+
+from __future__ import annotations
+
+import re
+import ssl
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .config import (
+    DEFAULT_LISTEN,
+    Config,
+    HeaderSettings,
+    HealthCheck,
+    LogSettings,
+    PassiveHealth,
+    Respond,
+    RetryPolicy,
+    RouteConfig,
+    ServerSettings,
+    Timeouts,
+    UpstreamConfig,
+    UpstreamServer,
+    UpstreamTLS,
+)
+from .config_walk import (
+    Section,
+    Walker,
+    did_you_mean,
+    int_between,
+    one_of,
+    to_access_target,
+    to_bool,
+    to_positive_duration,
+    to_text,
+)
+from .errors import ConfigError
+from .request import normalize_path
+from .units import is_valid_host, parse_address, parse_network, parse_size
+from .upstream.balance import POLICIES
+
+
+def read_config(data: object, source: str) -> Config:
+    """Validate a parsed mapping; raise :class:`ConfigError` listing every problem."""
+    walker = Walker()
+    config = _read_config(Section(walker, data, ""), source)
+    if walker.problems:
+        raise ConfigError(walker.problems, source)
+    return config
+
+
+
+def _read_config(root: Section, source: str) -> Config:
+    listen = _read_listen(root.section("listen"))
+    server = _read_server(root.section("server"))
+    headers = _read_headers(root.section("headers"))
+    log = _read_log(root.section("log"))
+    upstreams: dict[str, UpstreamConfig] = {}
+    ups = root.section("upstreams")
+    for name in ups.data:
+        ups.taken.add(name)
+        upstream = _read_upstream(Section(root.walker, ups.data[name], ups.key(str(name))), str(name))
+        if upstream is not None:
+            upstreams[str(name)] = upstream
+    ups.done()
+    routes = tuple(
+        route
+        for key, item in root.items("routes")
+        if (route := _read_route(Section(root.walker, item, key), ups.data)) is not None
+    )
+    if not root.has("routes"):
+        root.walker.error("routes", "at least one route is needed")
+    _check_duplicate_routes(root.walker, routes)
+    root.done()
+    return Config(listen, server, headers, log, upstreams, routes, source)
+
+
+def _read_listen(section: Section) -> tuple[tuple[str, int], ...]:
+    addresses = []
+    for key, value in section.items("http"):
+        try:
+            addresses.append(parse_address(value))
+        except ValueError as exc:
+            section.walker.error(key, str(exc))
+    if section.data.get("http") == []:
+        section.walker.error(section.key("http"), "give at least one host:port")
+    if len(set(addresses)) != len(addresses):
+        section.walker.error(section.key("http"), "the same address is listed twice")
+    section.done()
+    return tuple(addresses) or (DEFAULT_LISTEN,)
+
+
+def _read_server(s: Section) -> ServerSettings:
+    d = ServerSettings()
+    settings = ServerSettings(
+        threads=s.get("threads", int_between(1, 1024), d.threads),
+        connection_limit=s.get("connection_limit", int_between(1, 1_000_000), d.connection_limit),
+        channel_timeout=s.get("channel_timeout", to_positive_duration, d.channel_timeout),
+        backlog=s.get("backlog", int_between(1, 65535), d.backlog),
+        max_request_body=s.get("max_request_body", parse_size, d.max_request_body),
+        max_request_header=s.get("max_request_header", parse_size, d.max_request_header),
+        outbuf_high_watermark=s.get("outbuf_high_watermark", parse_size, d.outbuf_high_watermark),
+    )
+    s.done()
+    return settings
+
+
+def _read_headers(s: Section) -> HeaderSettings:
+    proxies = []
+    for key, value in s.items("trusted_proxies"):
+        try:
+            proxies.append(parse_network(value))
+        except ValueError as exc:
+            s.walker.error(key, str(exc))
+    settings = HeaderSettings(
+        trusted_proxies=tuple(proxies),
+        forwarded=s.get("forwarded", to_bool, False),
+        via=s.get("via", to_bool, False),
+        pass_server=s.get("pass_server", to_bool, False),
+    )
+    s.done()
+    return settings
+
+
+def _read_log(s: Section) -> LogSettings:
+    settings = LogSettings(
+        access=s.get("access", to_access_target, "stdout"),
+        level=s.get("level", one_of("debug", "info", "warning", "error"), "info"),
+    )
+    s.done()
+    return settings
+
+
+def _read_upstream(s: Section, name: str) -> UpstreamConfig | None:
+    servers: list[UpstreamServer] = []
+    for key, item in s.items("servers"):
+        entry = Section(s.walker, item if not isinstance(item, str) else {"url": item}, key)
+        url = entry.get("url", to_text, "")
+        weight = entry.get("weight", int_between(1, 1000), 1)
+        if not entry.has("url"):
+            s.walker.error(entry.key("url"), "each server needs a url")
+        elif url:
+            try:
+                server = _parse_server_url(url, weight)
+            except ValueError as exc:
+                s.walker.error(entry.key("url"), str(exc))
+            else:
+                if any(other.name == server.name and other.scheme == server.scheme for other in servers):
+                    s.walker.error(entry.key("url"), f"{url} is listed twice in this upstream")
+                servers.append(server)
+        entry.done()
+    if not s.has("servers"):
+        s.walker.error(s.key("servers"), "an upstream needs at least one server")
+    timeouts = _read_timeouts(s.section("timeouts"), Timeouts())
+    keepalive = s.get("keepalive", int_between(0, 10_000), 32)
+    balance = s.get("balance", one_of(*POLICIES), "round_robin")
+    hash_on = s.get("hash_on", _hash_source, "client_ip")
+    if s.has("hash_on") and balance != "hash":
+        s.walker.error(s.key("hash_on"), f"only used with 'balance: hash' ({s.key('balance')} is {balance!r})")
+    max_connections = s.get("max_connections", int_between(0, 1_000_000), 0)
+    health = _read_health(s.section("health")) if s.has("health") else None
+    s.taken.add("health")
+    passive = _read_passive(s.section("passive"))
+    retries = _read_retries(s.section("retries"))
+    tls = _read_tls(s.section("tls"))
+    sticky = s.section("sticky")
+    sticky_cookie = sticky.get("cookie", _cookie_name, None)
+    if s.has("sticky") and sticky_cookie is None and not sticky.has("cookie"):
+        s.walker.error(sticky.key("cookie"), "sticky sessions need a cookie name")
+    sticky.done()
+    if s.has("tls") and not any(server.scheme == "https" for server in servers):
+        s.walker.error(s.key("tls"), "no server of this upstream uses https://")
+    s.done()
+    if not servers:
+        return None
+    return UpstreamConfig(
+        name, tuple(servers), timeouts, keepalive, balance, hash_on, max_connections, health, passive, retries, tls,
+        sticky_cookie,
+    )
+
+
+def _cookie_name(value: object) -> str:
+    text = to_text(value)
+    if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", text):
+        raise ValueError(f"{value!r} is not a cookie name (a token)")
+    return text
+
+
+def _read_timeouts(t: Section, base: Timeouts) -> Timeouts:
+    """A ``timeouts:`` mapping over ``base`` (the upstream's, for a route's override)."""
+    timeouts = Timeouts(
+        connect=t.get("connect", to_positive_duration, base.connect),
+        read=t.get("read", to_positive_duration, base.read),
+        total=t.get("total", to_positive_duration, base.total),
+    )
+    t.done()
+    return timeouts
+
+
+def _readable_file(value: object) -> str:
+    path = Path(to_text(value))
+    try:
+        path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
+    return str(path)
+
+
+def _read_tls(s: Section) -> UpstreamTLS:
+    tls = UpstreamTLS(
+        ca=s.get("ca", _readable_file, None),
+        server_name=s.get("server_name", to_text, None),
+        cert=s.get("cert", _readable_file, None),
+        key=s.get("key", _readable_file, None),
+        verify=s.get("verify", to_bool, True),
+    )
+    if tls.server_name is not None and not is_valid_host(tls.server_name):
+        s.walker.error(s.key("server_name"), f"{tls.server_name!r} is not a host name")
+    if tls.key and not tls.cert:
+        s.walker.error(s.key("key"), f"needs {s.key('cert')}")
+    context = ssl.create_default_context()
+    try:  # load now, so that a bad file is a config error naming its key
+        if tls.ca:
+            context.load_verify_locations(cafile=tls.ca)
+    except (ssl.SSLError, ValueError) as exc:
+        s.walker.error(s.key("ca"), f"not a PEM CA bundle ({getattr(exc, 'reason', None) or exc})")
+    try:
+        if tls.cert:
+            context.load_cert_chain(tls.cert, tls.key)
+    except (ssl.SSLError, ValueError) as exc:
+        s.walker.error(s.key("cert"), f"certificate and key do not load or do not match ({getattr(exc, 'reason', None) or exc})")
+    s.done()
+    return tls
+
+
+def _statuses(value: object) -> tuple[int, ...]:
+    """``[502, 503]``, ``"500-599"`` or a list mixing both -> sorted status codes."""
+    items = value if isinstance(value, list) else [value]
+    codes: set[int] = set()
+    for item in items:
+        low, _, high = str(item).partition("-")
+        if not low.strip().isdigit() or (high and not high.strip().isdigit()):
+            raise ValueError(f"expected status codes like 502 or 500-599, got {item!r}")
+        first, last = int(low), int(high or low)
+        if not 100 <= first <= last <= 599:
+            raise ValueError(f"status codes run from 100 to 599, got {item!r}")
+        codes.update(range(first, last + 1))
+    return tuple(sorted(codes))
+
+
+def _share(value: object) -> float:
+    """``20%`` or ``0.2`` -> 0.2."""
+    text = str(value).strip()
+    try:
+        share = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ValueError(f"expected a share like 20% or 0.2, got {value!r}") from None
+    if not 0 <= share <= 1:
+        raise ValueError(f"a share is between 0% and 100%, got {value!r}")
+    return share
+
+
+def _methods(value: object) -> frozenset[str]:
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(m, str) and re.fullmatch(r"[A-Z]+", m) for m in items):
+        raise ValueError(f"expected a list of methods in capitals like [GET, HEAD], got {value!r}")
+    return frozenset(items)  # type: ignore[arg-type]
+
+
+def _read_health(s: Section) -> HealthCheck:
+    d = HealthCheck()
+    path = s.get("path", to_text, d.path)
+    if not path.startswith("/"):
+        s.walker.error(s.key("path"), f"a check path starts with /, got {path!r}")
+    check = HealthCheck(
+        path=path,
+        interval=s.get("interval", to_positive_duration, d.interval),
+        timeout=s.get("timeout", to_positive_duration, d.timeout),
+        statuses=s.get("statuses", _statuses, d.statuses),
+        healthy_threshold=s.get("healthy_threshold", int_between(1, 100), d.healthy_threshold),
+        unhealthy_threshold=s.get("unhealthy_threshold", int_between(1, 100), d.unhealthy_threshold),
+        start_healthy=s.get("start", one_of("healthy", "unhealthy"), "healthy") == "healthy",
+    )
+    s.done()
+    return check
+
+
+def _read_passive(s: Section) -> PassiveHealth:
+    d = PassiveHealth()
+    passive = PassiveHealth(
+        failures=s.get("failures", int_between(1, 1000), d.failures),
+        statuses=s.get("statuses", _statuses, d.statuses),
+        ejection=s.get("ejection", to_positive_duration, d.ejection),
+        max_ejection=s.get("max_ejection", to_positive_duration, d.max_ejection),
+    )
+    if passive.max_ejection < passive.ejection:
+        s.walker.error(s.key("max_ejection"), f"is shorter than {s.key('ejection')}")
+    s.done()
+    return passive
+
+
+def _read_retries(s: Section) -> RetryPolicy:
+    d = RetryPolicy()
+    retries = RetryPolicy(
+        count=s.get("count", int_between(0, 10), d.count),
+        methods=s.get("methods", _methods, d.methods),
+        statuses=s.get("statuses", _statuses, d.statuses),
+        budget=s.get("budget", _share, d.budget),
+        min_retries=s.get("min_retries", int_between(0, 1000), d.min_retries),
+        window=s.get("window", to_positive_duration, d.window),
+    )
+    s.done()
+    return retries
+
+
+def _hash_source(value: object) -> str:
+    text = to_text(value)
+    if text == "client_ip" or re.fullmatch(r"(header|cookie):[A-Za-z0-9_.-]+", text):
+        return text
+    raise ValueError(f"expected client_ip, header:NAME or cookie:NAME, got {value!r}")
+
+
+def _parse_server_url(url: str, weight: int = 1) -> UpstreamServer:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{url!r} is not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{url!r}: the scheme must be http:// or https://")
+    if not parts.hostname:
+        raise ValueError(f"{url!r} has no host")
+    if parts.username or parts.password:
+        raise ValueError(f"{url!r}: credentials in a server URL are not supported")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"{url!r}: a server URL is scheme://host:port only, without a path")
+    host = parts.hostname
+    if not is_valid_host(f"[{host}]" if ":" in host else host):
+        raise ValueError(f"{url!r}: {host!r} is not a host name or IP address")
+    return UpstreamServer(url, parts.scheme, host, port or (443 if parts.scheme == "https" else 80), weight)
+
+
+def _route_host(value: object) -> str:
+    host = to_text(value).lower().rstrip(".")
+    bare = host[2:] if host.startswith("*.") else host
+    if ":" in bare and not bare.startswith("["):
+        raise ValueError(f"{value!r}: give the host without a port (ports are ignored when matching)")
+    if "*" in bare or not is_valid_host(bare):
+        raise ValueError(f"{value!r} is not a host name, '*.domain' or an IP address")
+    return host
+
+
+def _route_path(value: object) -> str:
+    text = to_text(value)
+    if not text.startswith("/") or "?" in text or "#" in text:
+        raise ValueError(f"{value!r}: a path prefix starts with / and has no query")
+    normal = normalize_path(text)
+    if normal != text:
+        raise ValueError(f"{value!r} is not in normal form; write {normal!r}")
+    return text.rstrip("/") or "/"
+
+
+def _read_route(s: Section, upstream_names: dict) -> RouteConfig | None:
+    host = s.get("host", _route_host, None)
+    path = s.get("path", _route_path, "/")
+    upstream = s.get("upstream", to_text, None)
+    respond = _read_respond(s.section("respond")) if s.has("respond") else None
+    s.taken.add("respond")
+    if upstream is not None and upstream not in upstream_names:
+        hint = did_you_mean(upstream, upstream_names)
+        s.walker.error(s.key("upstream"), f"no upstream named {upstream!r}{hint}")
+    if s.has("upstream") and s.has("respond"):
+        s.walker.error(s.path, "a route has 'upstream' or 'respond', not both")
+    elif not s.has("upstream") and not s.has("respond"):
+        s.walker.error(s.path, "a route needs either 'upstream' or 'respond'")
+    host_header = s.get("host_header", _host_header, "client")
+    timeouts = None
+    if s.has("timeouts"):
+        given = _read_timeouts(s.section("timeouts"), Timeouts(connect=-1, read=-1, total=None))
+        timeouts = {k: v for k, v in vars(given).items() if v is not None and v != -1}
+    s.taken.add("timeouts")
+    route = RouteConfig(
+        key=s.path,
+        host=host,
+        path=path,
+        upstream=upstream,
+        respond=respond,
+        strip_prefix=s.get("strip_prefix", to_bool, False),
+        host_header=host_header,
+        timeouts=timeouts,
+    )
+    s.done()
+    return route
+
+
+def _host_header(value: object) -> str:
+    text = to_text(value)
+    if text not in ("client", "upstream") and not is_valid_host(text.rpartition(":")[0] or text):
+        raise ValueError(f"expected client, upstream or a host name, got {value!r}")
+    return text
+
+
+def _read_respond(s: Section) -> Respond:
+    respond = Respond(
+        status=s.get("status", int_between(200, 599), 200),
+        body=s.get("body", str, ""),
+        content_type=s.get("content_type", to_text, Respond.content_type),
+    )
+    s.done()
+    return respond
+
+
+def _check_duplicate_routes(walker: Walker, routes: tuple[RouteConfig, ...]) -> None:
+    seen: dict[tuple[str | None, str], str] = {}
+    for route in routes:
+        earlier = seen.setdefault((route.host, route.path), route.key)
+        if earlier != route.key:
+            where = f"host {route.host!r}" if route.host else "any host"
+            walker.error(route.key, f"same host and path as {earlier} ({where}, path {route.path!r})")

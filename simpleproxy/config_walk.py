@@ -1,0 +1,130 @@
+"""The config walker: reading a YAML tree with key paths, and the basic value converters.
+
+A :class:`Section` is one mapping being read; every key it is asked for is
+marked, and :meth:`Section.done` reports the rest as unknown, with the
+closest known key as a suggestion. Converters raise ``ValueError`` with a
+message for a person; the section prefixes it with the key path.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Callable, Iterator, TypeVar
+
+from .units import parse_duration
+
+T = TypeVar("T")
+
+
+class Walker:
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def error(self, path: str, message: str) -> None:
+        self.problems.append(f"{path}: {message}" if path else message)
+
+
+class Section:
+    """One mapping being read. Keys that are never asked for are reported as unknown."""
+
+    def __init__(self, walker: Walker, data: object, path: str) -> None:
+        self.walker = walker
+        self.path = path
+        self.taken: set[str] = set()
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            walker.error(path, f"expected a mapping of keys, got {_kind(data)}")
+            data = {}
+        self.data: dict = data
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def has(self, name: str) -> bool:
+        return name in self.data
+
+    def get(self, name: str, convert: Callable[[Any], T], default: T) -> T:
+        self.taken.add(name)
+        if name not in self.data:
+            return default
+        try:
+            return convert(self.data[name])
+        except ValueError as exc:
+            self.walker.error(self.key(name), str(exc))
+            return default
+
+    def section(self, name: str) -> Section:
+        self.taken.add(name)
+        return Section(self.walker, self.data.get(name), self.key(name))
+
+    def items(self, name: str) -> Iterator[tuple[str, object]]:
+        """``(key path, value)`` for each element of a list (a lone value counts as one)."""
+        self.taken.add(name)
+        value = self.data.get(name)
+        if value is None:
+            return
+        if not isinstance(value, list):
+            value = [value]
+        for i, item in enumerate(value):
+            yield f"{self.key(name)}[{i}]", item
+
+    def done(self) -> None:
+        for unknown in sorted(set(self.data) - self.taken, key=str):
+            hint = did_you_mean(str(unknown), self.taken)
+            self.walker.error(self.key(str(unknown)), f"unknown key{hint}")
+
+
+def did_you_mean(word: str, choices: object) -> str:
+    names = sorted(str(c) for c in choices)  # type: ignore[attr-defined]
+    close = difflib.get_close_matches(word, names, n=1, cutoff=0.6)
+    close = close or [n for n in names if len(word) >= 3 and (n.startswith(word) or word.startswith(n))][:1]
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _kind(value: object) -> str:
+    return {dict: "a mapping", list: "a list", str: "text", type(None): "nothing"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def to_bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+def int_between(low: int, high: int) -> Callable[[object], int]:
+    def convert(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"expected a whole number from {low} to {high}, got {value!r}")
+        return value
+
+    return convert
+
+
+def to_text(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected text, got {_kind(value)}")
+    return value
+
+
+def to_access_target(value: object) -> str:
+    """``stdout``, ``stderr``, ``off`` or a path; YAML reads a bare ``off`` as false."""
+    return "off" if value is False else to_text(value)
+
+
+def one_of(*choices: str) -> Callable[[object], str]:
+    def convert(value: object) -> str:
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return str(value)
+
+    return convert
+
+
+def to_positive_duration(value: object) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"must be more than zero, got {value!r}")
+    return seconds
