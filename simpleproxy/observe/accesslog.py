@@ -17,12 +17,13 @@ a write and flush per request cost as much CPU as parsing the response head.
 from __future__ import annotations
 
 import collections
-import os
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any, TextIO
+
+from .. import forks
 
 _ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
 _ESCAPES[ord('"')] = '\\"'
@@ -40,7 +41,7 @@ class AccessLog:
         self._second = -1
         self._stamp = ""
         self._owned = False
-        self._flusher_pid = 0  # the process whose flusher thread runs (pre-fork servers)
+        self._flusher_generation = -1  # forks.generation when the flusher started
         self._closed = threading.Event()
 
     @classmethod
@@ -73,14 +74,14 @@ class AccessLog:
             f'{status[:3]} {size} "{get("HTTP_REFERER", "-").translate(esc)}" '
             f'"{get("HTTP_USER_AGENT", "-").translate(esc)}" {duration:.4f} {upstream}\n'
         )
-        if self._flusher_pid != os.getpid():
+        if self._flusher_generation != forks.generation:
             self._start_flusher()
 
     def _start_flusher(self) -> None:
         with self._lock:
-            if self._flusher_pid == os.getpid():
+            if self._flusher_generation == forks.generation:
                 return
-            self._flusher_pid = os.getpid()
+            self._flusher_generation = forks.generation
         threading.Thread(target=self._flush_loop, name="simpleproxy-accesslog", daemon=True).start()
 
     def _flush_loop(self) -> None:

@@ -19,7 +19,6 @@ import collections
 import hashlib
 import logging
 import itertools
-import os
 import queue
 import socket
 import ssl
@@ -33,6 +32,7 @@ import urllib3.exceptions
 from urllib3.connection import HTTPConnection
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
+from .. import forks
 from ..config import UpstreamConfig, UpstreamServer, UpstreamTLS
 from ..errors import NoHealthyUpstream, ProxyError, UpstreamConnectError, UpstreamTimeout
 from .balance import make_policy
@@ -245,7 +245,7 @@ class Upstream:
             log.warning("upstream %r: TLS certificates are not verified (upstreams.%s.tls.verify: false)", self.name, self.name)
         self.budget = RetryBudget(config.retries, clock)
         self.checker: HealthChecker | None = None
-        self._checker_pid = 0
+        self._checker_generation = -1  # forks.generation when the checks started
         health = config.health
         if health is not None:
             self.checker = HealthChecker(
@@ -263,7 +263,7 @@ class Upstream:
         self, environ: dict[str, Any], exclude: list[ServerPool] | tuple = (), prefer: ServerPool | None = None
     ) -> ServerPool:
         """A server for this request, counted in (``unclaim`` it when done); 503 if none."""
-        if self.checker is not None and self._checker_pid != os.getpid():
+        if self.checker is not None and self._checker_generation != forks.generation:
             self._start_checks()  # lazily, once per process: pre-forking servers work
         if prefer is not None and prefer not in exclude and prefer.available() and prefer.claim():
             return prefer
@@ -284,7 +284,7 @@ class Upstream:
         )
 
     def _start_checks(self) -> None:
-        self._checker_pid = os.getpid()
+        self._checker_generation = forks.generation
         assert self.checker is not None
         self.checker.start()
 

@@ -69,3 +69,18 @@ def test_access_log_escapes_what_the_client_controls() -> None:
     app.access_log.flush()
     (line,) = log.getvalue().splitlines()
     assert '"x\\"\\x0a127.0.0.1 - - forged"' in line
+
+
+def test_background_threads_restart_after_a_fork(monkeypatch) -> None:
+    """A pre-forked worker gets its own access-log flusher (fork itself is simulated)."""
+    from simpleproxy import forks
+
+    log = AccessLog(io.StringIO(), flush_interval=3600)
+    environ = {"REQUEST_METHOD": "GET", "REQUEST_URI": "/", "REMOTE_ADDR": "127.0.0.1"}
+    log.log(environ, "200 OK", 0, 0.0, "-")
+    started = log._flusher_generation
+    assert started == forks.generation
+    monkeypatch.setattr(forks, "generation", forks.generation + 1)  # what the at-fork hook does
+    log.log(environ, "200 OK", 0, 0.0, "-")
+    assert log._flusher_generation == started + 1  # a flusher for the child
+    log.close()
