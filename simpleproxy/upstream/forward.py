@@ -59,15 +59,17 @@ class UpstreamHandler:
         self._host_header = route.host_header
         #: the upstream's timeouts with the route's overrides
         self.timeouts = dataclasses.replace(upstream.config.timeouts, **(route.timeouts or {}))
+        self._failing_statuses = frozenset(upstream.config.passive.statuses)
+        self._retried_statuses = frozenset(upstream.config.retries.statuses)
+        self._retried_methods = upstream.config.retries.methods
 
     def __call__(self, request: Request) -> Response:
         upstream = self.upstream
-        retries = upstream.retries
         upstream.budget.request()
         body = _read_body(request, self.max_body)
         # Resent only when idempotent and its body is in hand; never once a byte of
         # the answer left (nothing has: retries happen before a Response exists).
-        may_retry = request.method in retries.methods and body is not None
+        may_retry = request.method in self._retried_methods and body is not None
         tried: list[ServerPool] = []
         sticky = upstream.sticky_server(request.environ) if upstream.sticky_cookie else None
         while True:
@@ -84,11 +86,11 @@ class UpstreamHandler:
                 server.unclaim()
                 raise
             status = response.status
-            if status in upstream.config.passive.statuses:
+            if status in self._failing_statuses:
                 server.breaker.failure(f"status {status}")
             else:
                 server.breaker.success()
-            if status in retries.statuses and may_retry and self._retry(server, tried, f"status {status}"):
+            if status in self._retried_statuses and may_retry and self._retry(server, tried, f"status {status}"):
                 server.discard(conn)
                 server.unclaim()
                 continue
@@ -168,7 +170,7 @@ class UpstreamHandler:
                 closed = isinstance(exc, UpstreamClosed)
                 # A reused connection that the server closed while it sat idle: nothing
                 # was processed, so an idempotent request with its body in hand is resent.
-                stale = reused and attempt == 1 and not (isinstance(exc, UpstreamClosed) and exc.received)
+                stale = reused and attempt == 1 and not (closed and getattr(exc, "received", False))
                 if stale and request.method in IDEMPOTENT and body is not None:
                     log.debug("retrying on a new connection to %s: stale keep-alive", server.name)
                     continue

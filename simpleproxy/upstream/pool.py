@@ -97,7 +97,7 @@ class ServerPool:
         # atomic, so no lock is needed unless max_connections must be exact.
         self._claims, self._releases = itertools.count(1), itertools.count(1)
         self._claimed = self._released = 0
-        self._count = threading.Lock()
+        self._limit_lock = threading.Lock()  # only for an exact max_connections
         self.breaker = Breaker(self.name, config.passive, clock)
         self.check = ActiveCheck(self.name, config.health)
         common: dict[str, Any] = {
@@ -132,8 +132,7 @@ class ServerPool:
 
     def release(self, conn: HTTPConnection) -> None:
         """Give back a connection whose last response was read to its exact end."""
-        idle = self._idle
-        if idle is not None and len(idle.queue) < self._keepalive:
+        if len(self._idle.queue) < self._keepalive:
             self._pool._put_conn(conn)  # noqa: SLF001
         else:
             conn.close()  # the pool is full: urllib3 would do the same, with a warning
@@ -141,8 +140,7 @@ class ServerPool:
     def discard(self, conn: HTTPConnection) -> None:
         """Close a connection in an unknown state; its pool slot is freed."""
         conn.close()
-        idle = self._idle
-        if idle is not None and len(idle.queue) < self._keepalive:
+        if len(self._idle.queue) < self._keepalive:
             self._pool._put_conn(None)  # noqa: SLF001 - as urllib3's urlopen does on error
 
     def available(self) -> bool:
@@ -165,7 +163,7 @@ class ServerPool:
                 return False
             self._claimed = next(self._claims)
             return True
-        with self._count:
+        with self._limit_lock:
             if self.in_flight >= self.max_connections or not self.breaker.claim():
                 return False
             self._claimed = next(self._claims)

@@ -196,3 +196,11 @@ def test_host_header_per_route(backends, proxy) -> None:
     assert host_seen("/client") == "public.example"
     assert host_seen("/upstream") == host_port
     assert host_seen("/literal") == "internal.example"
+
+
+def test_stop_works_even_when_the_loop_cannot_be_woken(backends, proxy) -> None:
+    p = proxy(single_upstream(backends().url))
+    assert p.request("GET", "/")[0].status == 200
+    p.server.servers[0].trigger.close()  # as waitress does after a poll error on its pipe
+    p.stop()  # falls back to closing the sockets from here; the loop ends at its next poll timeout
+    assert not p._thread.is_alive()

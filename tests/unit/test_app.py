@@ -84,3 +84,14 @@ def test_background_threads_restart_after_a_fork(monkeypatch) -> None:
     log.log(environ, "200 OK", 0, 0.0, "-")
     assert log._flusher_generation == started + 1  # a flusher for the child
     log.close()
+
+
+def test_access_log_to_a_file_is_appended_and_flushed_on_close(tmp_path) -> None:
+    path = tmp_path / "access.log"
+    path.write_text("earlier line\n")
+    log = AccessLog.to(str(path))
+    log.log({"REQUEST_METHOD": "GET", "REQUEST_URI": "/f", "REMOTE_ADDR": "192.0.2.1"}, "204 No Content", 0, 0.5, "-")
+    log.close()
+    lines = path.read_text().splitlines()
+    assert lines[0] == "earlier line" and lines[1].startswith("192.0.2.1 - - [") and '"GET /f -" 204 0' in lines[1]
+    assert AccessLog.to("off").stream is None
