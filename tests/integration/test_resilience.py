@@ -12,10 +12,15 @@ from collections import Counter
 from conftest import LONG_TIMEOUT, read_request
 
 
+_HELD: list[socket.socket] = []
+
+
 def dead_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once closed
+    """A port bound but never listening: connections are refused, and no later bind can take it."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    _HELD.append(s)
+    return f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
 def messages(caplog, text: str) -> list[str]:
