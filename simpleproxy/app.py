@@ -19,6 +19,7 @@ import time
 from functools import partial
 from typing import Any, Callable, Iterable, Sequence
 
+from .cache import build_caches
 from .config import Config
 from .errors import ClientError, ProxyError
 from .headers import ForwardingHeaders
@@ -46,11 +47,13 @@ def compose(filters: Sequence[Filter], terminal: Handler) -> Handler:
 class ProxyState:
     """Route table, upstream pools and header policy for one configuration."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.max_body = config.server.max_request_body
         self.headers = ForwardingHeaders(config.headers)
         self.upstreams = {name: Upstream(cfg) for name, cfg in config.upstreams.items()}
+        self.caches, cache_filters = build_caches(config, clock)
+        self.cache_filters = cache_filters  #: by route key, for routes with ``cache:``
         routes = []
         for route_config in config.routes:
             terminal: Handler
@@ -59,7 +62,10 @@ class ProxyState:
             else:
                 upstream = self.upstreams[route_config.upstream]  # type: ignore[index]
                 terminal = UpstreamHandler(route_config, upstream, self.headers, self.max_body)
-            routes.append(Route(route_config, compose((), terminal)))
+            filters: list[Filter] = []
+            if route_config.key in cache_filters:
+                filters.append(cache_filters[route_config.key])
+            routes.append(Route(route_config, compose(filters, terminal)))
         self.table = RouteTable(routes)
 
     def close(self) -> None:
@@ -70,8 +76,11 @@ class ProxyState:
 class ProxyApp:
     """``ProxyApp(config)`` is a WSGI application that proxies by the config's routes."""
 
-    def __init__(self, config: Config, access_log: AccessLog | None = None) -> None:
-        self.state = ProxyState(config)
+    def __init__(
+        self, config: Config, access_log: AccessLog | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
+        """``clock`` (seconds since the epoch) is what the cache reads; tests pass a fake one."""
+        self.state = ProxyState(config, clock)
         self.access_log = access_log if access_log is not None else AccessLog.to(config.log.access)
 
     @property
@@ -125,6 +134,11 @@ class ProxyApp:
             *exc.headers,
         ]
         return Response(f"{exc.status} {exc.reason}", headers, [body], exc.upstream or "-")
+
+    def purge(self, url: str, prefix: bool = False) -> int:
+        """Drop stored responses for a URL (``http://host/path``), or every URL under a prefix."""
+        caches = self.state.caches
+        return caches.purge_prefix(url) if prefix else caches.purge(url)
 
     def close(self) -> None:
         """Close upstream pools and an owned access log file."""

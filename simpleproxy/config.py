@@ -125,6 +125,28 @@ class Respond:
 
 
 @dataclass(frozen=True)
+class CacheSettings:
+    """The top-level ``cache:``: the memory all routes' caches share."""
+
+    max_size: int = 64 * 1024**2  #: bytes for every stored response together (estimated objects included)
+    max_object: int = 8 * 1024**2  #: a larger response is relayed, not stored
+    #: how long concurrent misses for one URL wait for the first (nginx's proxy_cache_lock_timeout)
+    lock_timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class RouteCache:
+    """A route's ``cache:``; a route without one never touches the cache."""
+
+    max_size: int | None = None  #: this route's own share of ``cache.max_size``; None shares the rest
+    max_ttl: float | None = None  #: no response stays fresh longer than this
+    default_ttl: float = 0.0  #: lifetime for cacheable statuses that carry no freshness hint at all
+    query: bool = True  #: the query string is part of the key
+    #: how stale a response may be served while the origin is down or answers 5xx (0: never)
+    stale_if_error: float = 60.0
+
+
+@dataclass(frozen=True)
 class RouteConfig:
     key: str  #: ``routes[3]``, for messages
     host: str | None  #: lower-case exact name, ``*.suffix``, or None for any host
@@ -137,6 +159,7 @@ class RouteConfig:
     host_header: str = "client"
     #: keys given here override the upstream's timeouts (None: the upstream's as they are)
     timeouts: dict[str, float] | None = None
+    cache: RouteCache | None = None  #: None: this route does not cache
 
 
 @dataclass(frozen=True)
@@ -175,6 +198,7 @@ class Config:
     server: ServerSettings = ServerSettings()
     headers: HeaderSettings = HeaderSettings()
     log: LogSettings = LogSettings()
+    cache: CacheSettings = CacheSettings()
     upstreams: dict[str, UpstreamConfig] = field(default_factory=dict)
     routes: tuple[RouteConfig, ...] = ()
     source: str = "<memory>"

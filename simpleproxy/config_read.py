@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from .config import (
     DEFAULT_LISTEN,
+    CacheSettings,
     Config,
     HeaderSettings,
     HealthCheck,
@@ -16,6 +17,7 @@ from .config import (
     PassiveHealth,
     Respond,
     RetryPolicy,
+    RouteCache,
     RouteConfig,
     ServerSettings,
     Timeouts,
@@ -36,7 +38,7 @@ from .config_walk import (
 )
 from .errors import ConfigError
 from .request import normalize_path
-from .units import is_valid_host, parse_address, parse_network, parse_size
+from .units import is_valid_host, parse_address, parse_duration, parse_network, parse_size
 from .upstream.balance import POLICIES
 
 
@@ -55,6 +57,7 @@ def _read_config(root: Section, source: str) -> Config:
     server = _read_server(root.section("server"))
     headers = _read_headers(root.section("headers"))
     log = _read_log(root.section("log"))
+    cache = _read_cache(root.section("cache"))
     upstreams: dict[str, UpstreamConfig] = {}
     ups = root.section("upstreams")
     for name in ups.data:
@@ -71,8 +74,12 @@ def _read_config(root: Section, source: str) -> Config:
     if not root.has("routes"):
         root.walker.error("routes", "at least one route is needed")
     _check_duplicate_routes(root.walker, routes)
+    _check_cache_shares(root.walker, cache, routes)
     root.done()
-    return Config(listen, server, headers, log, upstreams, routes, source)
+    return Config(
+        listen=listen, server=server, headers=headers, log=log, cache=cache, upstreams=upstreams,
+        routes=routes, source=source,
+    )
 
 
 def _read_listen(section: Section) -> tuple[tuple[str, int], ...]:
@@ -129,6 +136,43 @@ def _read_log(s: Section) -> LogSettings:
     )
     s.done()
     return settings
+
+
+def _read_cache(s: Section) -> CacheSettings:
+    d = CacheSettings()
+    settings = CacheSettings(
+        max_size=s.get("max_size", parse_size, d.max_size),
+        max_object=s.get("max_object", parse_size, d.max_object),
+        lock_timeout=s.get("lock_timeout", to_positive_duration, d.lock_timeout),
+    )
+    if settings.max_object > settings.max_size:
+        s.walker.error(s.key("max_object"), f"is larger than {s.key('max_size')}")
+    s.done()
+    return settings
+
+
+def _read_route_cache(s: Section) -> RouteCache | None:
+    """A route's ``cache:`` mapping, which may say ``enabled: false``."""
+    d = RouteCache()
+    enabled = s.get("enabled", to_bool, True)
+    cache = RouteCache(
+        max_size=s.get("max_size", parse_size, d.max_size),
+        max_ttl=s.get("max_ttl", to_positive_duration, d.max_ttl),
+        default_ttl=s.get("default_ttl", parse_duration, d.default_ttl),
+        query=s.get("query", to_bool, d.query),
+        stale_if_error=s.get("stale_if_error", parse_duration, d.stale_if_error),
+    )
+    s.done()
+    return cache if enabled else None
+
+
+def _check_cache_shares(walker: Walker, cache: CacheSettings, routes: tuple[RouteConfig, ...]) -> None:
+    shares = [(route.key, route.cache.max_size) for route in routes if route.cache and route.cache.max_size]
+    total = sum(size for _, size in shares)
+    if total > cache.max_size:
+        walker.error(f"{shares[-1][0]}.cache.max_size", f"the routes' shares add up to more than cache.max_size ({cache.max_size} bytes)")
+    elif total == cache.max_size and any(route.cache and not route.cache.max_size for route in routes):
+        walker.error("cache.max_size", "the routes' own shares leave nothing for the routes that share the rest")
 
 
 def _read_upstream(s: Section, name: str) -> UpstreamConfig | None:
@@ -379,6 +423,16 @@ def _read_route(s: Section, upstream_names: dict) -> RouteConfig | None:
         given = _read_timeouts(s.section("timeouts"), Timeouts(connect=-1, read=-1, total=None))
         timeouts = {k: v for k, v in vars(given).items() if v is not None and v != -1}
     s.taken.add("timeouts")
+    cache = None
+    if s.has("cache"):
+        value = s.data["cache"]
+        if isinstance(value, bool):  # "cache: true" is the defaults
+            cache = RouteCache() if value else None
+        else:
+            cache = _read_route_cache(s.section("cache"))
+        if cache is not None and respond is not None:
+            s.walker.error(s.key("cache"), "a route with 'respond' has nothing to cache")
+    s.taken.add("cache")
     route = RouteConfig(
         key=s.path,
         host=host,
@@ -388,6 +442,7 @@ def _read_route(s: Section, upstream_names: dict) -> RouteConfig | None:
         strip_prefix=s.get("strip_prefix", to_bool, False),
         host_header=host_header,
         timeouts=timeouts,
+        cache=cache,
     )
     s.done()
     return route

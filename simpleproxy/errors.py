@@ -61,6 +61,13 @@ class RateLimited(ClientError):
     reason = "Too Many Requests"
 
 
+class NotInCache(ClientError):
+    """``Cache-Control: only-if-cached`` and nothing usable stored (RFC 9111 section 5.2.1.7)."""
+
+    status = 504
+    reason = "Gateway Timeout"
+
+
 class UpstreamError(ProxyError):
     """The backend failed us; counted against the backend, not the client."""
 

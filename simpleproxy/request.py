@@ -113,6 +113,15 @@ class Request:
             self.host, self.authority = parsed
         self.content_length = _content_length(environ, max_body)
 
+    def derive(self, environ: dict[str, Any]) -> Request:
+        """The same request with other fields, as the cache sends it to revalidate."""
+        other = Request.__new__(Request)
+        for name in Request.__slots__:
+            setattr(other, name, getattr(self, name))
+        other.environ = environ
+        other.started = time.perf_counter()
+        return other
+
     def get_request_id(self) -> str:
         """A short id for this request, made only when something needs it."""
         if not self.request_id:

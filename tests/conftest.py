@@ -163,11 +163,12 @@ def read_request(conn: socket.socket) -> bytes:
 class Proxy:
     """A ProxyServer on an ephemeral port with an in-memory access log."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], clock: Callable[[], float] | None = None) -> None:
         config = {"listen": {"http": "127.0.0.1:0"}, **config}
         self.log_stream = io.StringIO()
         self.access_log = AccessLog(self.log_stream)
-        self.app = ProxyApp(config_from_dict(config), access_log=self.access_log)
+        extra = {"clock": clock} if clock is not None else {}
+        self.app = ProxyApp(config_from_dict(config), access_log=self.access_log, **extra)
         self.server = ProxyServer(self.app.config, app=self.app)
         self.host, self.port = self.server.addresses[0]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -206,8 +207,8 @@ def _started(make: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
     """A factory fixture body: hands out ``make(...)`` and stops everything made."""
     made: list[Any] = []
 
-    def create(*args: Any) -> Any:
-        made.append(make(*args))
+    def create(*args: Any, **kwargs: Any) -> Any:
+        made.append(make(*args, **kwargs))
         return made[-1]
 
     yield create

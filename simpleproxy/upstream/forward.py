@@ -242,7 +242,7 @@ def _send(sock: socket.socket, head: bytes, body: bytes | None, request: Request
 class StreamingBody:
     """The WSGI iterable for a body still arriving; releases the connection on close."""
 
-    __slots__ = ("reader", "server", "conn", "keep_alive", "sent", "error", "on_close", "deadline")
+    __slots__ = ("reader", "server", "conn", "keep_alive", "sent", "error", "on_close", "deadline", "sink")
 
     def __init__(self, reader: BodyReader, server: ServerPool, conn: Any, keep_alive: bool) -> None:
         self.reader = reader
@@ -254,6 +254,8 @@ class StreamingBody:
         self.on_close: Callable[[StreamingBody], None] | None = None
         #: (total deadline, read timeout) when the route has a total deadline
         self.deadline: tuple[float, float] | None = None
+        #: gets each piece and, on close, whether the body arrived whole (the cache's fill)
+        self.sink: Any = None
 
     def __iter__(self) -> StreamingBody:
         return self
@@ -274,6 +276,8 @@ class StreamingBody:
         else:
             if data:
                 self.sent += len(data)
+                if self.sink is not None:
+                    self.sink.write(data)
                 return data
             raise StopIteration
         log.warning("%s from %s after %d bytes", self.error, self.server.name, self.sent)
@@ -287,6 +291,8 @@ class StreamingBody:
             else:  # the client left, or the backend broke off: never reuse
                 self.server.discard(conn)
             self.server.unclaim()
+            if self.sink is not None:
+                self.sink.finish(self.reader.complete and not self.error)
         if self.on_close is not None:
             on_close, self.on_close = self.on_close, None
             on_close(self)

@@ -36,7 +36,8 @@ def test_every_config_key_is_documented_in_the_readme() -> None:
 
     from simpleproxy import config as c
 
-    for cls in (c.ServerSettings, c.HeaderSettings, c.LogSettings, c.Timeouts, c.PassiveHealth, c.RetryPolicy, c.UpstreamTLS):
+    for cls in (c.ServerSettings, c.HeaderSettings, c.LogSettings, c.Timeouts, c.PassiveHealth, c.RetryPolicy, c.UpstreamTLS,
+                c.CacheSettings, c.RouteCache):
         for f in fields(cls):
             assert re.search(rf"`([a-z_]+\.)?{f.name}`", readme), f"{cls.__name__}.{f.name}"
     for f in fields(c.HealthCheck):

@@ -1,0 +1,464 @@
+"""The cache as a filter in a route's chain: look up, reuse, revalidate, store, invalidate.
+
+Only routes with ``cache:`` have this filter, so other routes never pay for
+it. A response is teed into the store while it streams to the client and
+stored only once it arrived whole and within the object size limit.
+Concurrent misses for one URL wait for the first (nginx's
+``proxy_cache_lock``), bounded by ``lock_timeout``. Every answer says what the
+cache did in a ``Cache-Status`` field (RFC 9211).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import threading
+import time
+from typing import Any, Callable, Iterable
+from urllib.parse import urljoin, urlsplit
+
+from ..errors import NotInCache, UpstreamError
+from ..request import Request, normalize_path
+from ..response import Response
+from ..upstream.forward import StreamingBody
+from .policy import (
+    FRESH,
+    NOT_MODIFIED_FIELDS,
+    SAFE_METHODS,
+    STALE_REVALIDATING,
+    VALIDATE,
+    RequestDirectives,
+    fields_of,
+    not_modified,
+    response_directives,
+    reuse,
+    stale_if_error,
+    storable,
+)
+from .store import Caches, Entry, Freshness, Store
+
+log = logging.getLogger("simpleproxy.cache")
+
+Handler = Callable[[Request], Response]
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_CONDITIONAL = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE")
+_NAME = "simpleproxy"
+_NO_DIRECTIVES = RequestDirectives(None)
+#: Background revalidations (stale-while-revalidate) running at once, per route.
+_REFRESH_SLOTS = 4
+
+
+class Flights:
+    """Requests in flight by URL key, so that one miss goes upstream and the others wait."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, threading.Event] = {}
+        #: notified whenever ``waiting`` changes
+        self.changed = threading.Condition(threading.Lock())
+        self.waiting = 0  #: requests waiting for another's response right now
+
+    def join(self, key: str) -> tuple[threading.Event, bool]:
+        """-> (the flight's event, whether the caller leads it and must :meth:`land` it)."""
+        with self.changed:
+            event = self._events.get(key)
+            if event is not None:
+                return event, False
+            event = self._events[key] = threading.Event()
+            return event, True
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        """Wait for a leader to land; False when ``timeout`` ran out first."""
+        with self.changed:
+            self.waiting += 1
+            self.changed.notify_all()
+        try:
+            return event.wait(timeout)
+        finally:
+            with self.changed:
+                self.waiting -= 1
+                self.changed.notify_all()
+
+    def land(self, key: str, event: threading.Event) -> None:
+        with self.changed:
+            if self._events.get(key) is event:
+                del self._events[key]
+        event.set()
+
+
+class _Fill:
+    """Collects a streaming body for the store; gives up past the object size limit."""
+
+    __slots__ = ("entry", "chunks", "size", "limit", "done")
+
+    def __init__(self, entry: Entry, limit: int, done: Callable[[Entry | None], None]) -> None:
+        self.entry = entry
+        self.chunks: list[bytes] | None = []
+        self.size = 0
+        self.limit = limit
+        self.done = done
+
+    def write(self, data: bytes) -> None:
+        if self.chunks is not None:
+            self.size += len(data)
+            if self.size > self.limit:
+                self.chunks = None
+            else:
+                self.chunks.append(data)
+
+    def finish(self, complete: bool) -> None:
+        if complete and self.chunks is not None:
+            self.entry.set_body(b"".join(self.chunks))
+            self.done(self.entry)
+        else:
+            self.done(None)
+
+
+class CacheFilter:
+    """One route's cache: ``filter(request, next) -> Response``."""
+
+    def __init__(
+        self,
+        store: Store,
+        caches: Caches,
+        freshness: Freshness,
+        key_query: bool = True,
+        lock_timeout: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.caches = caches
+        self.freshness = freshness
+        self.key_query = key_query
+        self.lock_timeout = lock_timeout
+        self.clock = clock
+        self.flights = Flights()
+        self._refresh_slots = threading.BoundedSemaphore(_REFRESH_SLOTS)
+
+    def key(self, request: Request) -> str:
+        """The primary cache key: the effective request URI (section 2)."""
+        query = request.query if self.key_query else ""
+        return f"{request.scheme}://{request.authority.lower()}{request.path}{query}"
+
+    def __call__(self, request: Request, next: Handler) -> Response:
+        method = request.method
+        if method != "GET" and method != "HEAD":
+            response = next(request)
+            if method not in SAFE_METHODS and _status(response) < 400:
+                self._invalidate(request, response)
+            return _tag(response, "fwd=method")
+        environ = request.environ
+        if "HTTP_IF_MATCH" in environ or "HTTP_IF_UNMODIFIED_SINCE" in environ or "HTTP_IF_RANGE" in environ:
+            return _tag(next(request), "fwd=bypass")  # preconditions for the origin (section 4.3.2)
+        cache_control = environ.get("HTTP_CACHE_CONTROL")
+        directives = _NO_DIRECTIVES if cache_control is None else RequestDirectives(cache_control)
+        key = self.key(request)
+        entry, known = self.store.lookup(key, environ)
+        if "HTTP_RANGE" in environ:
+            # Served from a stored whole response; otherwise passed on, and the 206 not stored.
+            if entry is not None and reuse(entry.age(self.clock()), entry.lifetime, entry.cc, directives) == FRESH:
+                return self._reuse(request, next, entry, directives)
+            return _tag(next(request), "fwd=bypass")
+        if entry is not None:
+            return self._reuse(request, next, entry, directives)
+        if directives.only_if_cached:
+            raise NotInCache("not in the cache (only-if-cached)")
+        fwd = "vary-miss" if known else "uri-miss"
+        if method == "HEAD" or directives.no_store or _conditional(environ):
+            return self._forward(request, next, directives, fwd)
+        event, leader = self.flights.join(key)
+        if leader:
+            return self._forward(request, next, directives, fwd, lambda: self.flights.land(key, event))
+        # Collapsed forwarding: wait for the leader's response to be stored, then reuse it.
+        if not self.flights.wait(event, self.lock_timeout):
+            log.info("waited %.1fs for another request to fetch %s; fetching it too", self.lock_timeout, key)
+        entry, _ = self.store.lookup(key, environ)
+        if entry is not None:
+            return self._reuse(request, next, entry, directives, collapsed=True)
+        return self._forward(request, next, directives, fwd + "; collapsed=?0")
+
+    # ------------------------------------------------------------------ reuse and revalidation
+
+    def _reuse(
+        self, request: Request, next: Handler, entry: Entry, directives: RequestDirectives, collapsed: bool = False
+    ) -> Response:
+        age = entry.age(self.clock())
+        verdict = reuse(age, entry.lifetime, entry.cc, directives)
+        if verdict == VALIDATE:
+            if directives.only_if_cached:
+                raise NotInCache("only a stale response is stored (only-if-cached)")
+            return self._revalidate(request, next, entry, directives)
+        if verdict == STALE_REVALIDATING:
+            self._refresh_in_background(request, next, entry)
+        ttl = int(entry.lifetime - age)
+        status = f"fwd=uri-miss; collapsed; ttl={ttl}" if collapsed else f"hit; ttl={ttl}"
+        if verdict != FRESH:
+            status += f'; detail="{verdict}"'
+        return self._serve(request, entry, age, status)
+
+    def _serve(self, request: Request, entry: Entry, age: float, status: str) -> Response:
+        """A stored response; 304 when the client's own condition matches it (section 4.3.2),
+        206 for a single satisfiable byte range of a stored 200 (RFC 9110 section 14)."""
+        extra = [("Age", str(int(age))), ("Cache-Status", f"{_NAME}; {status}")]
+        environ = request.environ
+        if _conditional(environ) and 200 <= entry.status < 300:
+            if not_modified(environ, entry.etag, entry.modified):
+                kept = NOT_MODIFIED_FIELDS if entry.etag else NOT_MODIFIED_FIELDS | {"last-modified"}
+                headers = [(n, v) for n, v in entry.headers if n.lower() in kept]
+                return Response("304 Not Modified", headers + extra, [])
+        if entry.status == 200 and "HTTP_RANGE" in environ:
+            ranged = _byte_range(environ["HTTP_RANGE"], len(entry.body))
+            if ranged is not None:
+                return self._partial(request, entry, ranged, extra)
+        body = [] if request.method == "HEAD" or not entry.body else [entry.body]
+        return Response(entry.status_line, entry.headers + extra, body)
+
+    @staticmethod
+    def _partial(request: Request, entry: Entry, span: tuple[int, int], extra: list[tuple[str, str]]) -> Response:
+        size = len(entry.body)
+        first, last = span
+        headers = [(n, v) for n, v in entry.headers if n.lower() != "content-length"]
+        if first > last:  # unsatisfiable
+            headers = [("Content-Range", f"bytes */{size}"), ("Content-Length", "0")]
+            return Response("416 Range Not Satisfiable", headers + extra, [])
+        part = entry.body[first : last + 1]
+        headers += [("Content-Range", f"bytes {first}-{last}/{size}"), ("Content-Length", str(len(part)))]
+        return Response("206 Partial Content", headers + extra, [] if request.method == "HEAD" else [part])
+
+    def _revalidate(self, request: Request, next: Handler, entry: Entry, directives: RequestDirectives) -> Response:
+        """Section 4.3: ask the origin whether the stored response is still good.
+
+        Without a validator the request is unconditional; either way a failing
+        origin may be answered with the stale response (section 4.2.4).
+        """
+        sub = self._conditional(request, entry)
+        request_time = self.clock()
+        try:
+            response = next(sub)
+        except UpstreamError as exc:
+            return self._stale_or_raise(request, entry, directives, exc)
+        response_time = self.clock()
+        status = _status(response)
+        if status == 304:
+            _close(response)
+            fields = fields_of(response.headers)
+            if not entry.validated_by(fields):
+                return self._forward(request, next, directives, "stale")
+            fresh = entry.freshened(response.headers, request_time, response_time, self.freshness)
+            self.store.put(fresh)
+            return self._serve(request, fresh, fresh.age(self.clock()), "fwd=stale; fwd-status=304")
+        if status in (500, 502, 503, 504):
+            age = entry.age(self.clock())
+            if stale_if_error(age, entry.lifetime, entry.cc, directives, self.freshness.stale_on_error):
+                _close(response)
+                return self._serve(request, entry, age, f'fwd=stale; fwd-status={status}; detail="stale-if-error"')
+        return self._admit(request, response, directives, request_time, response_time, "stale")
+
+    def _stale_or_raise(
+        self, request: Request, entry: Entry, directives: RequestDirectives, exc: UpstreamError
+    ) -> Response:
+        """Section 4.2.4: a disconnected cache may serve stale, unless the response forbids it."""
+        age = entry.age(self.clock())
+        if stale_if_error(age, entry.lifetime, entry.cc, directives, self.freshness.stale_on_error):
+            log.warning("serving %s stale: %s", entry.key, exc.detail)
+            return self._serve(request, entry, age, f'fwd=stale; detail="{exc.detail}"')
+        raise exc
+
+    def _conditional(self, request: Request, entry: Entry) -> Request:
+        """The request as the cache sends it to validate ``entry``: its validators, not the client's
+        (whose 304 could not refresh the stored response, nor answer a client that sent none)."""
+        environ = {k: v for k, v in request.environ.items() if k not in _CONDITIONAL and k != "CONTENT_LENGTH"}
+        environ["wsgi.input"] = io.BytesIO()
+        if entry.etag is not None:
+            environ["HTTP_IF_NONE_MATCH"] = entry.etag
+        if entry.last_modified is not None:
+            environ["HTTP_IF_MODIFIED_SINCE"] = entry.last_modified
+        return request.derive(environ)
+
+    def _refresh_in_background(self, request: Request, next: Handler, entry: Entry) -> None:
+        """RFC 5861 stale-while-revalidate: one revalidation per URL at a time, on its own thread."""
+        if not entry.has_validator() or not self._refresh_slots.acquire(blocking=False):
+            return
+        event, leader = self.flights.join(entry.key)
+        if not leader:
+            self._refresh_slots.release()
+            return
+        sub = self._conditional(request, entry)
+        thread = threading.Thread(
+            target=self._refresh, args=(sub, next, entry, event), name="simpleproxy-cache-refresh", daemon=True
+        )
+        thread.start()
+
+    def _refresh(self, sub: Request, next: Handler, entry: Entry, event: threading.Event) -> None:
+        try:
+            response = self._revalidate(sub, next, entry, RequestDirectives(None))
+            for _ in response.body:  # a full response is stored as it is read
+                pass
+            _close(response)
+        except Exception as exc:  # nobody is waiting for this answer: log it, keep serving stale
+            log.info("background revalidation of %s failed: %s", entry.key, exc)
+        finally:
+            self._refresh_slots.release()
+            self.flights.land(entry.key, event)
+
+    # ------------------------------------------------------------------ forwarding and storing
+
+    def _forward(
+        self,
+        request: Request,
+        next: Handler,
+        directives: RequestDirectives,
+        fwd: str,
+        landed: Callable[[], None] | None = None,
+    ) -> Response:
+        request_time = self.clock()
+        try:
+            response = next(request)
+        except BaseException:
+            if landed is not None:
+                landed()
+            raise
+        return self._admit(request, response, directives, request_time, self.clock(), fwd, landed)
+
+    def _admit(
+        self,
+        request: Request,
+        response: Response,
+        directives: RequestDirectives,
+        request_time: float,
+        response_time: float,
+        fwd: str,
+        landed: Callable[[], None] | None = None,
+    ) -> Response:
+        """Store the response as it streams, if RFC 9111 and the size limit allow."""
+        status = _status(response)
+        fields = fields_of(response.headers)
+        environ = request.environ
+        response_cc, targeted = response_directives(fields)
+        if targeted:
+            fields.pop("expires", None)
+        reason = storable(
+            request.method, status, directives.directives, response_cc, fields, "HTTP_AUTHORIZATION" in environ
+        )
+        entry = None
+        if reason is None:
+            length = fields.get("content-length", "")
+            if length.isdigit() and int(length) > self.store.max_object:
+                reason = "too large"
+            else:
+                entry = Entry(
+                    self.key(request), response.status, response.headers, b"", environ,
+                    request_time, response_time, self.freshness,
+                )
+                if entry.lifetime <= 0 and not entry.has_validator():
+                    reason, entry = "no freshness and no validator", None
+        response.headers.append(
+            ("Cache-Status", f"{_NAME}; fwd={fwd}; fwd-status={status}" + ("; stored" if entry else f'; detail="{reason}"'))
+        )
+        if entry is None:
+            if landed is not None:
+                landed()
+            return response
+        self._tee(response, entry, landed)
+        return response
+
+    def _tee(self, response: Response, entry: Entry, landed: Callable[[], None] | None) -> None:
+        store = self.store
+
+        def done(whole: Entry | None) -> None:
+            if whole is not None and store.put(whole):
+                log.debug("stored %s (%d bytes)", whole.key, len(whole.body))
+            if landed is not None:
+                landed()
+
+        body = response.body
+        if type(body) is list:
+            fill = _Fill(entry, store.max_object, done)
+            for chunk in body:
+                fill.write(chunk)
+            fill.finish(True)
+        elif isinstance(body, StreamingBody):
+            body.sink = _Fill(entry, store.max_object, done)
+        else:
+            response.body = _TeeBody(body, _Fill(entry, store.max_object, done))
+
+    def _invalidate(self, request: Request, response: Response) -> None:
+        """Section 4.4: an unsafe method that succeeded invalidates its URI and Location/Content-Location."""
+        key = self.key(request)
+        keys = {key, key.partition("?")[0] + (request.query if request.query else "")}
+        origin = f"{request.scheme}://{request.authority.lower()}"
+        for name, value in response.headers:
+            if name.lower() in ("location", "content-location"):
+                target = urlsplit(urljoin(key, value.strip()))
+                if f"{target.scheme}://{target.netloc.lower()}" != origin:
+                    continue  # another host: must not be invalidated from here
+                try:
+                    path = normalize_path(target.path or "/")
+                except ValueError:
+                    continue
+                keys.add(origin + path + (f"?{target.query}" if target.query else ""))
+                keys.add(origin + path)
+        removed = self.caches.invalidate(keys)
+        if removed:
+            log.debug("invalidated %d stored responses after %s %s", removed, request.method, key)
+
+
+class _TeeBody:
+    """A body iterable of another kind, teed into a fill."""
+
+    def __init__(self, body: Iterable[bytes], fill: _Fill) -> None:
+        self.body = body
+        self.fill = fill
+        self.complete = False
+
+    def __iter__(self) -> Any:
+        for chunk in self.body:
+            self.fill.write(chunk)
+            yield chunk
+        self.complete = True
+
+    def close(self) -> None:
+        close = getattr(self.body, "close", None)
+        if close is not None:
+            close()
+        self.fill.finish(self.complete)
+
+
+def _byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """One ``bytes=`` range -> (first, last) inclusive; (1, 0) when unsatisfiable.
+
+    None when the whole response is sent instead: several ranges or an
+    unreadable header (a server may ignore Range, RFC 9110 section 14.2).
+    """
+    match = _RANGE.fullmatch(header.strip())
+    if match is None or match.group(1) == match.group(2) == "":
+        return None
+    first_text, last_text = match.groups()
+    if first_text == "":  # the last N bytes
+        suffix = int(last_text)
+        return (max(0, size - suffix), size - 1) if suffix and size else (1, 0)
+    first = int(first_text)
+    last = min(int(last_text), size - 1) if last_text else size - 1
+    if last_text and int(last_text) < first:
+        return None  # invalid: ignored
+    return (first, last) if first < size else (1, 0)
+
+
+def _conditional(environ: dict[str, Any]) -> bool:
+    return "HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MODIFIED_SINCE" in environ
+
+
+def _status(response: Response) -> int:
+    return int(response.status[:3])
+
+
+def _tag(response: Response, status: str) -> Response:
+    response.headers.append(("Cache-Status", f"{_NAME}; {status}"))
+    return response
+
+
+def _close(response: Response) -> None:
+    close = getattr(response.body, "close", None)
+    if close is not None:
+        close()

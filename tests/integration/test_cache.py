@@ -1,0 +1,295 @@
+"""The cache through the real proxy, in front of a real origin that counts what it is asked.
+
+Time is a fake clock handed to the proxy, so freshness is exact and instant.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterator
+
+import pytest
+
+from simpleproxy.cache.policy import format_http_date
+from simpleproxy.config import config_from_dict
+from simpleproxy.errors import ConfigError
+
+from conftest import LONG_TIMEOUT, SHORT_TIMEOUT, Proxy
+
+T0 = 1_800_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class OriginHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.sockets.append(self.connection)  # type: ignore[attr-defined]
+
+    def _answer(self) -> None:
+        origin: Origin = self.server  # type: ignore[assignment]
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        with origin.lock:
+            origin.count[self.path] = origin.count.get(self.path, 0) + 1
+            origin.requests.append((self.command, self.path, dict(self.headers)))
+        if origin.gate is not None:
+            origin.gate.wait(LONG_TIMEOUT)
+        status, headers, body = origin.answers.get(self.path, (200, {"Cache-Control": "max-age=60"}, b"hello"))
+        etag = headers.get("ETag")
+        if etag and self.headers.get("If-None-Match") == etag:
+            status, body = 304, b""
+        self.send_response_only(status)
+        self.send_header("Date", format_http_date(origin.clock()))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        if origin.chunked and status == 200:
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(0, len(body), 65536):
+                piece = body[i : i + 65536]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        if status != 304:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD" and status != 304:
+            self.wfile.write(body)
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _answer
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class Origin(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(("127.0.0.1", 0), OriginHandler)
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.count: dict[str, int] = {}
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.answers: dict[str, tuple[int, dict[str, str], bytes]] = {}
+        self.gate: threading.Event | None = None
+        self.chunked = False
+        self.sockets: list[socket.socket] = []
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop as a crashed origin would: no new connections, open ones cut."""
+        if self.gate is not None:
+            self.gate.set()
+        self.shutdown()
+        self.server_close()
+        for sock in self.sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def origin(clock) -> Iterator[Origin]:
+    server = Origin(clock)
+    yield server
+    server.stop()
+
+
+def cached_config(url: str, route_cache: Any = True, **top: Any) -> dict[str, Any]:
+    return {
+        "upstreams": {"app": {"servers": [url], "timeouts": {"connect": "2s", "read": "10s"}}},
+        "routes": [{"path": "/", "upstream": "app", "cache": route_cache}, {"path": "/nocache", "upstream": "app"}],
+        **top,
+    }
+
+
+def test_hits_save_the_origin_and_say_so(proxy, origin, clock) -> None:
+    p = proxy(cached_config(origin.url), clock=clock)
+    first, body = p.request("GET", "/page")
+    assert first.getheader("Cache-Status") == "simpleproxy; fwd=uri-miss; fwd-status=200; stored"
+    clock.now += 12
+    for _ in range(5):
+        response, again = p.request("GET", "/page")
+        assert again == body == b"hello" and response.getheader("Age") == "12"
+        assert response.getheader("Cache-Status") == "simpleproxy; hit; ttl=48"
+    assert origin.count["/page"] == 1
+
+
+def test_a_route_without_cache_never_touches_it(proxy, origin, clock) -> None:
+    p = proxy(cached_config(origin.url), clock=clock)
+    for _ in range(3):
+        response, _ = p.request("GET", "/nocache")
+        assert response.getheader("Cache-Status") is None
+    assert origin.count["/nocache"] == 3
+    assert list(p.app.state.cache_filters) == ["routes[0]"]
+
+
+def test_a_streamed_chunked_body_is_stored_whole(proxy, origin, clock) -> None:
+    origin.chunked = True
+    big = bytes(range(256)) * 8192  # 2 MiB
+    origin.answers["/big"] = (200, {"Cache-Control": "max-age=60"}, big)
+    p = proxy(cached_config(origin.url), clock=clock)
+    assert p.request("GET", "/big")[1] == big
+    response, body = p.request("GET", "/big")
+    assert body == big and response.getheader("Content-Length") == str(len(big))
+    assert origin.count["/big"] == 1
+
+
+def test_an_object_over_the_limit_is_relayed_whole_and_not_stored(proxy, origin, clock) -> None:
+    origin.chunked = True
+    big = b"x" * (300 * 1024)
+    origin.answers["/big"] = (200, {"Cache-Control": "max-age=60"}, big)
+    p = proxy(cached_config(origin.url, cache={"max_size": "4MiB", "max_object": "256KiB"}), clock=clock)
+    for _ in range(2):
+        assert p.request("GET", "/big")[1] == big
+    assert origin.count["/big"] == 2
+
+
+def test_a_body_the_client_abandoned_is_not_stored(proxy, origin, clock) -> None:
+    origin.chunked = True
+    big = b"y" * (4 * 1024 * 1024)
+    origin.answers["/big"] = (200, {"Cache-Control": "max-age=60"}, big)
+    p = proxy(cached_config(origin.url), clock=clock)
+    with socket.create_connection(("127.0.0.1", p.port), timeout=LONG_TIMEOUT) as sock:
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536)  # the head and a first piece, then leave
+    response, body = p.request("GET", "/big")
+    assert body == big
+    assert origin.count["/big"] == 2  # the abandoned copy was never stored
+
+
+def test_revalidation_through_a_real_origin(proxy, origin, clock) -> None:
+    origin.answers["/r"] = (200, {"Cache-Control": "max-age=10", "ETag": '"v1"'}, b"body")
+    p = proxy(cached_config(origin.url), clock=clock)
+    p.request("GET", "/r")
+    clock.now += 11
+    response, body = p.request("GET", "/r")
+    assert response.status == 200 and body == b"body"
+    assert response.getheader("Cache-Status") == "simpleproxy; fwd=stale; fwd-status=304"
+    assert origin.requests[-1][2]["If-None-Match"] == '"v1"'
+    response, _ = p.request("GET", "/r", headers={"If-None-Match": '"v1"'})
+    assert response.status == 304 and response.getheader("ETag") == '"v1"'
+    assert origin.count["/r"] == 2
+
+
+def test_fifty_concurrent_misses_send_one_request_upstream(proxy, origin, clock) -> None:
+    origin.gate = threading.Event()
+    p = proxy({**cached_config(origin.url), "server": {"threads": 64}}, clock=clock)
+    flights = p.app.state.cache_filters["routes[0]"].flights
+    results: list[tuple[int, bytes]] = []
+
+    def fetch() -> None:
+        response, body = p.request("GET", "/hot")
+        results.append((response.status, body))
+
+    threads = [threading.Thread(target=fetch) for _ in range(50)]
+    for t in threads:
+        t.start()
+    with flights.changed:  # every follower is waiting on the leader's flight
+        assert flights.changed.wait_for(lambda: flights.waiting == 49, timeout=LONG_TIMEOUT)
+    origin.gate.set()
+    for t in threads:
+        t.join(LONG_TIMEOUT)
+    assert results == [(200, b"hello")] * 50
+    assert origin.count["/hot"] == 1
+
+
+def test_unsafe_methods_invalidate_through_the_proxy(proxy, origin, clock) -> None:
+    p = proxy(cached_config(origin.url), clock=clock)
+    p.request("GET", "/item")
+    p.request("GET", "/item")
+    assert p.request("PUT", "/item", body=b"new")[0].getheader("Cache-Status") == "simpleproxy; fwd=method"
+    p.request("GET", "/item")
+    assert origin.count["/item"] == 3  # GET, PUT, GET again
+
+
+def test_purge_by_url_and_prefix(proxy, origin, clock) -> None:
+    p = proxy(cached_config(origin.url), clock=clock)
+    for path in ("/a", "/static/1", "/static/2"):
+        p.request("GET", path)
+    host = f"127.0.0.1:{p.port}"
+    assert p.app.purge(f"http://{host}/a") == 1
+    assert p.app.purge(f"http://{host}/static/", prefix=True) == 2
+    for path in ("/a", "/static/1"):
+        p.request("GET", path)
+    assert origin.count == {"/a": 2, "/static/1": 2, "/static/2": 1}
+
+
+def test_a_dead_origin_gets_the_stale_copy_for_the_routes_grace(proxy, clock) -> None:
+    origin = Origin(clock)
+    p = proxy(cached_config(origin.url, route_cache={"stale_if_error": "30s"}), clock=clock)
+    p.request("GET", "/page")
+    origin.stop()
+    clock.now += 80  # 20 s stale
+    response, body = p.request("GET", "/page")
+    assert response.status == 200 and body == b"hello"
+    assert "fwd=stale" in response.getheader("Cache-Status")
+    clock.now += 20  # 40 s stale: past the grace
+    assert p.request("GET", "/page")[0].status == 502
+
+
+def test_only_if_cached_is_a_504_without_reaching_the_origin(proxy, origin, clock) -> None:
+    p = proxy(cached_config(origin.url), clock=clock)
+    response, body = p.request("GET", "/none", headers={"Cache-Control": "only-if-cached"})
+    assert response.status == 504 and b"only-if-cached" in body
+    assert "/none" not in origin.count
+
+
+def test_head_from_a_stored_get_keeps_the_length(proxy, origin, clock) -> None:
+    p = proxy(cached_config(origin.url), clock=clock)
+    p.request("GET", "/h")
+    conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=SHORT_TIMEOUT)
+    conn.request("HEAD", "/h")
+    response = conn.getresponse()
+    assert response.read() == b"" and response.getheader("Content-Length") == "5"
+    conn.close()
+    assert origin.count["/h"] == 1
+
+
+@pytest.mark.parametrize(("cache", "top", "message"), [
+    ({"max_sise": "1MiB"}, {}, "routes[0].cache.max_sise: unknown key (did you mean 'max_size'?)"),
+    ({"max_size": "2MiB"}, {"cache": {"max_size": "1MiB", "max_object": "1KiB"}},
+     "routes[0].cache.max_size: the routes' shares add up to more than cache.max_size"),
+    ({"max_ttl": "0s"}, {}, "routes[0].cache.max_ttl: must be more than zero"),
+    (True, {"cache": {"max_size": "1MiB", "max_object": "2MiB"}}, "cache.max_object: is larger than cache.max_size"),
+    ("yes", {}, "routes[0].cache: expected a mapping of keys, got text"),
+])
+def test_cache_config_errors_name_the_key(cache, top, message) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(cached_config("http://127.0.0.1:1", route_cache=cache, **top))
+    assert any(problem.startswith(message) for problem in info.value.problems), info.value.problems
+
+
+def test_respond_routes_cannot_cache() -> None:
+    with pytest.raises(ConfigError, match=r"routes\[0\].cache: a route with 'respond' has nothing to cache"):
+        config_from_dict({"routes": [{"respond": {"body": "hi"}, "cache": True}]})
+
+
+def test_proxy_helper_without_a_clock_uses_real_time(origin) -> None:
+    p = Proxy(cached_config(origin.url))
+    try:
+        assert p.request("GET", "/t")[0].status == 200
+        assert p.request("GET", "/t")[0].getheader("Cache-Status").startswith("simpleproxy; hit")
+    finally:
+        p.stop()
