@@ -102,7 +102,8 @@ class ProxyApp:
             rid = request.get_request_id() if request else ""
             log.exception("internal error serving %s (request id %s)", environ.get("REQUEST_URI", ""), rid)
             response = self._error_response(ProxyError("internal error"), environ, request)
-        start_response(response.status, response.headers)
+        own = response.own_headers
+        start_response(response.status, response.headers if own is None else response.headers + own)
         body = response.body
         if type(body) is list:
             if self.access_log.stream is not None:

@@ -179,7 +179,7 @@ def _content_length(environ: dict[str, Any], max_body: int) -> int:
         return -1  # length unknown: read to the end (bounded by max_body)
     if not length_text:
         return 0
-    if not length_text.isdigit():
+    if not (length_text.isascii() and length_text.isdigit()):
         raise BadRequest("invalid Content-Length")
     length = int(length_text)
     if length > max_body:

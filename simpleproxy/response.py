@@ -9,13 +9,16 @@ from .config import Respond
 
 
 class Response:
-    __slots__ = ("status", "headers", "body", "upstream")
+    __slots__ = ("status", "headers", "body", "upstream", "own_headers")
 
     def __init__(
         self, status: str, headers: list[tuple[str, str]], body: Iterable[bytes], upstream: str = "-"
     ) -> None:
         self.status = status  #: "200 OK"
         self.headers = headers
+        #: fields the proxy adds for this client alone (a sticky-session cookie): sent after
+        #: ``headers``, and never stored by the cache with the response
+        self.own_headers: list[tuple[str, str]] | None = None
         #: a list when the whole body is known, else an iterable with ``close()``
         self.body = body
         self.upstream = upstream  #: the server that answered, "-" for a local answer

@@ -150,7 +150,7 @@ class CacheFilter:
             return _tag(response, "fwd=method")
         environ = request.environ
         if "HTTP_IF_MATCH" in environ or "HTTP_IF_UNMODIFIED_SINCE" in environ or "HTTP_IF_RANGE" in environ:
-            return _tag(next(request), "fwd=bypass")  # preconditions for the origin (section 4.3.2)
+            return _tag(self._bypass(request, next), "fwd=bypass")  # preconditions for the origin (4.3.2)
         cache_control = environ.get("HTTP_CACHE_CONTROL")
         directives = _NO_DIRECTIVES if cache_control is None else RequestDirectives(cache_control)
         key = self.key(request)
@@ -159,6 +159,8 @@ class CacheFilter:
             # Served from a stored whole response; otherwise passed on, and the 206 not stored.
             if entry is not None and reuse(entry.age(self.clock()), entry.lifetime, entry.cc, directives) == FRESH:
                 return self._reuse(request, next, entry, directives)
+            if directives.only_if_cached:
+                raise NotInCache("the range is not in the cache (only-if-cached)")
             return _tag(next(request), "fwd=bypass")
         if entry is not None:
             return self._reuse(request, next, entry, directives)
@@ -178,6 +180,13 @@ class CacheFilter:
             return self._reuse(request, next, entry, directives, collapsed=True)
         return self._forward(request, next, directives, fwd + "; collapsed=?0")
 
+    @staticmethod
+    def _bypass(request: Request, next: Handler) -> Response:
+        cache_control = request.environ.get("HTTP_CACHE_CONTROL")
+        if cache_control is not None and RequestDirectives(cache_control).only_if_cached:
+            raise NotInCache("a conditional request the cache does not answer (only-if-cached)")
+        return next(request)
+
     # ------------------------------------------------------------------ reuse and revalidation
 
     def _reuse(
@@ -189,7 +198,7 @@ class CacheFilter:
             if directives.only_if_cached:
                 raise NotInCache("only a stale response is stored (only-if-cached)")
             return self._revalidate(request, next, entry, directives)
-        if verdict == STALE_REVALIDATING:
+        if verdict == STALE_REVALIDATING and not directives.only_if_cached:
             self._refresh_in_background(request, next, entry)
         ttl = int(entry.lifetime - age)
         status = f"fwd=uri-miss; collapsed; ttl={ttl}" if collapsed else f"hit; ttl={ttl}"
@@ -278,7 +287,7 @@ class CacheFilter:
 
     def _refresh_in_background(self, request: Request, next: Handler, entry: Entry) -> None:
         """RFC 5861 stale-while-revalidate: one revalidation per URL at a time, on its own thread."""
-        if not entry.has_validator() or not self._refresh_slots.acquire(blocking=False):
+        if not self._refresh_slots.acquire(blocking=False):
             return
         event, leader = self.flights.join(entry.key)
         if not leader:
@@ -288,14 +297,21 @@ class CacheFilter:
         thread = threading.Thread(
             target=self._refresh, args=(sub, next, entry, event), name="simpleproxy-cache-refresh", daemon=True
         )
-        thread.start()
+        try:
+            thread.start()
+        except BaseException:  # no thread to be had: leave nothing held
+            self._refresh_slots.release()
+            self.flights.land(entry.key, event)
+            raise
 
     def _refresh(self, sub: Request, next: Handler, entry: Entry, event: threading.Event) -> None:
         try:
-            response = self._revalidate(sub, next, entry, RequestDirectives(None))
-            for _ in response.body:  # a full response is stored as it is read
-                pass
-            _close(response)
+            response = self._revalidate(sub, next, entry, _NO_DIRECTIVES)
+            try:
+                for _ in response.body:  # a full response is stored as it is read
+                    pass
+            finally:
+                _close(response)
         except Exception as exc:  # nobody is waiting for this answer: log it, keep serving stale
             log.info("background revalidation of %s failed: %s", entry.key, exc)
         finally:
@@ -390,13 +406,13 @@ class CacheFilter:
         origin = f"{request.scheme}://{request.authority.lower()}"
         for name, value in response.headers:
             if name.lower() in ("location", "content-location"):
-                target = urlsplit(urljoin(key, value.strip()))
-                if f"{target.scheme}://{target.netloc.lower()}" != origin:
-                    continue  # another host: must not be invalidated from here
                 try:
+                    target = urlsplit(urljoin(key, value.strip()))
                     path = normalize_path(target.path or "/")
                 except ValueError:
-                    continue
+                    continue  # not a URL: nothing to invalidate
+                if f"{target.scheme}://{target.netloc.lower()}" != origin:
+                    continue  # another host: must not be invalidated from here
                 keys.add(origin + path + (f"?{target.query}" if target.query else ""))
                 keys.add(origin + path)
         removed = self.caches.invalidate(keys)

@@ -35,7 +35,6 @@ NOT_MODIFIED_FIELDS = frozenset(("cache-control", "content-location", "date", "e
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _DELTA = re.compile(r"[0-9]+")
-_LIST_ITEM = re.compile(r'\s*((?:[^,"]|"(?:[^"\\]|\\.)*")*)\s*(?:,|$)')
 _MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -51,7 +50,24 @@ def split_list(value: str) -> list[str]:
     """An RFC 9110 section 5.6.1 list: members split on commas outside quoted strings, empties dropped."""
     if '"' not in value:
         return [item for part in value.split(",") if (item := part.strip())]
-    return [item for item in (m.group(1).strip() for m in _LIST_ITEM.finditer(value)) if item]
+    # One pass, linear in the length; an unclosed quote runs to the end, so a
+    # broken 'private="x' still reads as private rather than vanishing.
+    members, start, quoted, escaped = [], 0, False, False
+    for i, char in enumerate(value):
+        if escaped:
+            escaped = False
+        elif quoted:
+            if char == "\\":
+                escaped = True
+            elif char == '"':
+                quoted = False
+        elif char == '"':
+            quoted = True
+        elif char == ",":
+            members.append(value[start:i])
+            start = i + 1
+    members.append(value[start:])
+    return [item for member in members if (item := member.strip())]
 
 
 def parse_directives(value: str | None) -> dict[str, str | None]:
@@ -73,8 +89,9 @@ def parse_directives(value: str | None) -> dict[str, str | None]:
         argument: str | None = None
         if eq:
             argument = arg
-            if len(argument) >= 2 and argument[0] == argument[-1] == '"':
-                argument = re.sub(r"\\(.)", r"\1", argument[1:-1])
+            if argument[:1] == '"':
+                closed = len(argument) >= 2 and argument[-1] == '"'
+                argument = re.sub(r"\\(.)", r"\1", argument[1:-1] if closed else argument[1:])
         if name in directives and directives[name] != argument:
             argument = CONFLICT
         directives[name] = argument

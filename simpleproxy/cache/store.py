@@ -122,6 +122,7 @@ class Entry:
         self.size = (
             ENTRY_OVERHEAD + len(body) + len(self.key)
             + sum(len(n) + len(v) + FIELD_OVERHEAD for n, v in self.headers)
+            + sum(len(value) for value in self.variant if value)  # a Vary: Cookie key can be large
         )
 
     def age(self, now: float) -> float:

@@ -96,9 +96,9 @@ class UpstreamHandler:
                 continue
             relayed = self._relay(server, conn, response, rest, request.started)
             if upstream.sticky_cookie and server is not sticky:
-                relayed.headers.append(
+                relayed.own_headers = [
                     ("Set-Cookie", f"{upstream.sticky_cookie}={server.sticky_id}; Path=/; HttpOnly; SameSite=Lax")
-                )
+                ]
             return relayed
 
     def _retry(self, server: ServerPool, tried: list[ServerPool], reason: str) -> bool:

@@ -148,7 +148,7 @@ def _decide_framing(result: ResponseHead, method: str, lengths: set[str], te: st
         if len(lengths) != 1:
             raise UpstreamProtocolError("conflicting Content-Length values")
         (text,) = lengths
-        if not text.isdigit() or len(text) > 18:
+        if not (text.isascii() and text.isdigit()) or len(text) > 18:
             raise UpstreamProtocolError("invalid Content-Length")
         length = int(text)
     status = result.status

@@ -293,3 +293,14 @@ def test_proxy_helper_without_a_clock_uses_real_time(origin) -> None:
         assert p.request("GET", "/t")[0].getheader("Cache-Status").startswith("simpleproxy; hit")
     finally:
         p.stop()
+
+
+def test_a_sticky_session_cookie_is_never_stored_for_others(proxy, origin, clock) -> None:
+    config = cached_config(origin.url)
+    config["upstreams"]["app"]["sticky"] = {"cookie": "sp_server"}
+    p = proxy(config, clock=clock)
+    first, _ = p.request("GET", "/s")
+    assert "sp_server=" in (first.getheader("Set-Cookie") or "")
+    second, _ = p.request("GET", "/s")
+    assert second.getheader("Cache-Status").startswith("simpleproxy; hit")
+    assert second.getheader("Set-Cookie") is None

@@ -350,3 +350,44 @@ def test_rfc9213_cdn_cache_control_rules_this_cache_and_still_reaches_the_client
     clock.now += 2
     get(cache, origin, "/y")
     assert len(origin.seen) == 3
+
+
+def test_review_an_unclosed_quote_keeps_private_and_parses_in_linear_time(cache, origin) -> None:
+    origin.headers = [("Cache-Control", 'max-age=60, private="Set-Cookie')]
+    get(cache, origin)
+    get(cache, origin)
+    assert len(origin.seen) == 2
+    _, headers, _ = get(cache, origin, cache_control="a" + " " * 100_000 + '"')  # once exponential
+    assert len(origin.seen) == 3
+
+
+def test_review_a_bad_location_after_a_post_is_ignored(cache, origin) -> None:
+    origin.headers = [("Location", "http://[bad/x")]
+    assert get(cache, origin, method="POST")[0].status == "200 OK"
+
+
+def test_review_stale_while_revalidate_without_validators_still_refreshes(cache, origin, clock) -> None:
+    origin.headers = [("Cache-Control", "max-age=10, stale-while-revalidate=100")]
+    get(cache, origin)
+    clock.now += 20
+    refreshed = threading.Event()
+    origin.on_request = lambda environ: refreshed.set()
+    origin.body = b"v2"
+    assert get(cache, origin)[2] == b"v1"
+    assert refreshed.wait(5)
+    with cache.flights.changed:
+        assert cache.flights.changed.wait_for(lambda: not cache.flights._events, timeout=5)
+    assert get(cache, origin)[2] == b"v2" and len(origin.seen) == 2
+
+
+@pytest.mark.parametrize("fields", [{"range": "bytes=0-1"}, {"if_match": '"x"'}])
+def test_review_only_if_cached_never_reaches_the_origin(cache, origin, fields) -> None:
+    with pytest.raises(NotInCache):
+        get(cache, origin, cache_control="only-if-cached", **fields)
+    assert origin.seen == []
+
+
+def test_review_vary_values_count_in_the_entry_size(cache, origin) -> None:
+    origin.headers = [("Cache-Control", "max-age=60"), ("Vary", "Cookie")]
+    get(cache, origin, cookie="c" * 100_000)
+    assert cache.store.size > 100_000
