@@ -24,6 +24,12 @@ _HEX = frozenset("0123456789abcdefABCDEF")
 _BAD_TARGET_CHAR = re.compile(r"[\x00-\x20\x7f#]")
 # RFC 9110 section 7.2: uri-host [ ":" port ]; reg-name kept to what DNS allows.
 _HOST_HEADER = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=-]*)(?::(\d{0,5}))?")
+# Targets and Host fields repeat from one request to the next, and reading them is a pure
+# function: the last few thousand results are kept (and dropped wholesale when full, so a
+# flood of distinct targets costs what it would without the memo, and no more memory).
+_MEMO_LIMIT = 4096
+_targets: dict[str, tuple[str, str, str | None]] = {}
+_hosts: dict[str, tuple[str, str] | None] = {}
 
 
 def normalize_path(path: str) -> str:
@@ -99,7 +105,13 @@ class Request:
         self.client: str = environ.get("REMOTE_ADDR", "")
         self.scheme: str = environ.get("wsgi.url_scheme", "http")
         target = environ.get("REQUEST_URI") or _target_from_cgi(environ)
-        self.path, self.query, authority = _split_target(target)
+        split = _targets.get(target)
+        if split is None:
+            split = _split_target(target)
+            if len(_targets) >= _MEMO_LIMIT:
+                _targets.clear()
+            _targets[target] = split
+        self.path, self.query, authority = split
         if authority is None:
             authority = environ.get("HTTP_HOST")
         if authority is None:
@@ -107,10 +119,15 @@ class Request:
                 raise BadRequest("missing Host header")  # RFC 9112 section 3.2
             self.host, self.authority = "", ""
         else:
-            parsed = split_host(authority)
+            parsed = _hosts.get(authority, False)
+            if parsed is False:
+                parsed = split_host(authority)
+                if len(_hosts) >= _MEMO_LIMIT:
+                    _hosts.clear()
+                _hosts[authority] = parsed
             if parsed is None:
                 raise BadRequest("invalid Host header")
-            self.host, self.authority = parsed
+            self.host, self.authority = parsed  # type: ignore[misc]
         self.content_length = _content_length(environ, max_body)
 
     def derive(self, environ: dict[str, Any]) -> Request:

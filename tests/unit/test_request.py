@@ -92,3 +92,15 @@ def test_body_framing_from_servers_that_pass_transfer_encoding() -> None:
         Request(environ(CONTENT_LENGTH="101"), max_body=100)
     with pytest.raises(BadRequest, match="invalid Content-Length"):
         Request(environ(CONTENT_LENGTH="1e3"), max_body=100)
+
+
+def test_target_and_host_readings_are_memoised_within_a_bound() -> None:
+    from simpleproxy import request as module
+
+    for _ in range(2):  # the second time from the memo, the same answer; a bad Host stays bad
+        assert Request(environ(REQUEST_URI="/x/../y?a"), max_body=100).path == "/y"
+        with pytest.raises(BadRequest):
+            Request(environ(HTTP_HOST="a, b"), max_body=100)
+    for i in range(module._MEMO_LIMIT + 10):
+        Request(environ(REQUEST_URI=f"/flood/{i}", HTTP_HOST=f"h{i}.example"), max_body=100)
+    assert len(module._targets) <= module._MEMO_LIMIT and len(module._hosts) <= module._MEMO_LIMIT
