@@ -27,6 +27,8 @@ from .observe.accesslog import AccessLog
 from .request import Request
 from .response import FixedResponder, Response
 from .routing import Route, RouteTable
+from .tls.routes import TLSRouteFilter
+from .tls.routes import needs_filter as needs_tls_filter
 from .upstream.forward import StreamingBody, UpstreamHandler
 from .upstream.pool import Upstream
 
@@ -54,6 +56,8 @@ class ProxyState:
         self.upstreams = {name: Upstream(cfg) for name, cfg in config.upstreams.items()}
         self.caches, cache_filters = build_caches(config, clock)
         self.cache_filters = cache_filters  #: by route key, for routes with ``cache:``
+        #: where redirect_https sends clients; the server sets the port it really bound
+        self.https_port = config.https.addresses[0][1] if config.https else 443
         routes = []
         for route_config in config.routes:
             terminal: Handler
@@ -63,6 +67,8 @@ class ProxyState:
                 upstream = self.upstreams[route_config.upstream]  # type: ignore[index]
                 terminal = UpstreamHandler(route_config, upstream, self.headers, self.max_body)
             filters: list[Filter] = []
+            if needs_tls_filter(route_config):
+                filters.append(TLSRouteFilter(route_config, lambda: self.https_port))
             if route_config.key in cache_filters:
                 filters.append(cache_filters[route_config.key])
             routes.append(Route(route_config, compose(filters, terminal)))

@@ -95,18 +95,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def serve(config: Config, what: str) -> int:
     """Run a proxy for ``config`` in this thread until Ctrl-C or SIGTERM."""
-    from .server import ProxyServer, install_stop_signals
+    from .server import ProxyServer, install_reload_signal, install_stop_signals
 
     try:
         server = ProxyServer(config)
     except OSError as exc:
-        where = ", ".join(f"{h}:{p}" for h, p in config.listen)
+        addresses = [*config.listen, *(config.https.addresses if config.https else ())]
+        where = ", ".join(f"{h}:{p}" for h, p in addresses)
         print(f"error: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     install_stop_signals()
-    for host, port in server.addresses:
-        shown = f"[{host}]" if ":" in host else host
-        log.info("simpleproxy %s listening on http://%s:%d (%s)", __version__, shown, port, what)
+    install_reload_signal(server)
+    for scheme, addresses in (("http", server.addresses), ("https", server.https_addresses)):
+        for host, port in addresses:
+            shown = f"[{host}]" if ":" in host else host
+            log.info("simpleproxy %s listening on %s://%s:%d (%s)", __version__, scheme, shown, port, what)
     try:
         server.serve_forever()
     except KeyboardInterrupt:  # pragma: no cover - waitress catches it first

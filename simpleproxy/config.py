@@ -23,6 +23,30 @@ DEFAULT_LISTEN = ("127.0.0.1", 8080)
 
 
 @dataclass(frozen=True)
+class Certificate:
+    """One server certificate for ``listen.https``; the names it serves are read from it."""
+
+    cert: str  #: PEM file: the certificate (and its chain, and the key, if they are in it)
+    key: str | None = None  #: PEM private key, if not in ``cert``
+    chain: str | None = None  #: PEM intermediates, if not in ``cert``
+    password: str | None = field(default=None, repr=False)  #: for an encrypted key; never printed
+
+
+@dataclass(frozen=True)
+class HTTPSListener:
+    """``listen.https``: TLS terminated by the front listener, handed to the same app."""
+
+    addresses: tuple[tuple[str, int], ...]
+    certificates: tuple[Certificate, ...]  #: the first is the default (no SNI, or no name matches)
+    min_version: str = "1.2"  #: "1.2" (Mozilla intermediate) or "1.3" (modern)
+    handshake_timeout: float = 10.0  #: a connection that has not finished its handshake by then is closed
+    max_handshakes: int = 256  #: handshakes in progress at once; more connections are closed at once
+    client_auth: str = "off"  #: "off", "optional" or "required": client certificates (mTLS)
+    client_ca: str | None = None  #: CA bundle that client certificates must chain to
+    reload_interval: float = 10.0  #: seconds between checks of the certificate files (0: only on reload)
+
+
+@dataclass(frozen=True)
 class Timeouts:
     """Upstream timeouts in seconds (urllib3's ``Timeout(connect=, read=)``)."""
 
@@ -160,6 +184,11 @@ class RouteConfig:
     #: keys given here override the upstream's timeouts (None: the upstream's as they are)
     timeouts: dict[str, float] | None = None
     cache: RouteCache | None = None  #: None: this route does not cache
+    redirect_https: bool = False  #: plain-HTTP requests get a 308 to the same URL on https
+    hsts: float | None = None  #: Strict-Transport-Security max-age on HTTPS answers
+    hsts_subdomains: bool = False  #: ... with includeSubDomains
+    #: None: no client certificate needed; () any verified one; else the subjects allowed
+    client_cert: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -195,6 +224,7 @@ class LogSettings:
 @dataclass(frozen=True)
 class Config:
     listen: tuple[tuple[str, int], ...] = (DEFAULT_LISTEN,)
+    https: HTTPSListener | None = None
     server: ServerSettings = ServerSettings()
     headers: HeaderSettings = HeaderSettings()
     log: LogSettings = LogSettings()

@@ -10,9 +10,11 @@ from urllib.parse import urlsplit
 from .config import (
     DEFAULT_LISTEN,
     CacheSettings,
+    Certificate,
     Config,
     HeaderSettings,
     HealthCheck,
+    HTTPSListener,
     LogSettings,
     PassiveHealth,
     Respond,
@@ -53,7 +55,7 @@ def read_config(data: object, source: str) -> Config:
 
 
 def _read_config(root: Section, source: str) -> Config:
-    listen = _read_listen(root.section("listen"))
+    listen, https = _read_listen(root.section("listen"))
     server = _read_server(root.section("server"))
     headers = _read_headers(root.section("headers"))
     log = _read_log(root.section("log"))
@@ -75,26 +77,100 @@ def _read_config(root: Section, source: str) -> Config:
         root.walker.error("routes", "at least one route is needed")
     _check_duplicate_routes(root.walker, routes)
     _check_cache_shares(root.walker, cache, routes)
+    _check_tls_routes(root.walker, https, routes)
     root.done()
     return Config(
-        listen=listen, server=server, headers=headers, log=log, cache=cache, upstreams=upstreams,
+        listen=listen, https=https, server=server, headers=headers, log=log, cache=cache, upstreams=upstreams,
         routes=routes, source=source,
     )
 
 
-def _read_listen(section: Section) -> tuple[tuple[str, int], ...]:
+def _addresses(section: Section, name: str) -> list[tuple[str, int]]:
     addresses = []
-    for key, value in section.items("http"):
+    for key, value in section.items(name):
         try:
             addresses.append(parse_address(value))
         except ValueError as exc:
             section.walker.error(key, str(exc))
-    if section.data.get("http") == []:
-        section.walker.error(section.key("http"), "give at least one host:port")
+    if section.data.get(name) == []:
+        section.walker.error(section.key(name), "give at least one host:port")
     if len(set(addresses)) != len(addresses):
-        section.walker.error(section.key("http"), "the same address is listed twice")
+        section.walker.error(section.key(name), "the same address is listed twice")
+    return addresses
+
+
+def _read_listen(section: Section) -> tuple[tuple[tuple[str, int], ...], HTTPSListener | None]:
+    addresses = _addresses(section, "http")
+    https = _read_https(section.section("https")) if section.has("https") else None
+    section.taken.add("https")
+    if https is not None and {a for a in https.addresses if a[1]} & set(addresses or [DEFAULT_LISTEN]):
+        section.walker.error(section.key("https.address"), "is also a plain HTTP address")
     section.done()
-    return tuple(addresses) or (DEFAULT_LISTEN,)
+    return tuple(addresses) or (DEFAULT_LISTEN,), https
+
+
+def _read_https(s: Section) -> HTTPSListener | None:
+    addresses = _addresses(s, "address")
+    if not s.has("address"):
+        s.walker.error(s.key("address"), "an HTTPS listener needs an address (host:port)")
+    certificates = []
+    for key, item in s.items("certificates"):
+        c = Section(s.walker, item, key)
+        certificates.append(Certificate(
+            cert=c.get("cert", _readable_file, ""),
+            key=c.get("key", _readable_file, None),
+            chain=c.get("chain", _readable_file, None),
+            password=c.get("password", str, None),
+        ))
+        if not c.has("cert"):
+            s.walker.error(c.key("cert"), "each certificate needs a cert file")
+        c.done()
+    if not certificates:
+        s.walker.error(s.key("certificates"), "an HTTPS listener needs at least one certificate")
+    d = HTTPSListener((), ())
+    listener = HTTPSListener(
+        addresses=tuple(addresses),
+        certificates=tuple(certificates),
+        min_version=s.get("min_version", _tls_version, d.min_version),
+        handshake_timeout=s.get("handshake_timeout", to_positive_duration, d.handshake_timeout),
+        max_handshakes=s.get("max_handshakes", int_between(1, 100_000), d.max_handshakes),
+        client_auth=s.get("client_auth", one_of("off", "optional", "required"), d.client_auth),
+        client_ca=s.get("client_ca", _readable_file, None),
+        reload_interval=s.get("reload_interval", parse_duration, d.reload_interval),
+    )
+    if listener.client_auth != "off" and not listener.client_ca:
+        s.walker.error(s.key("client_ca"), f"client_auth: {listener.client_auth} needs a CA bundle to verify against")
+    if listener.client_ca and listener.client_auth == "off":
+        s.walker.error(s.key("client_auth"), "client_ca is given: say optional or required")
+    s.done()
+    if not addresses or not certificates or any(not c.cert for c in certificates):
+        return None
+    from .tls.certs import CertificateError, load_certificate  # loads now: a bad file names its key
+
+    for i, cert in enumerate(certificates):
+        try:
+            load_certificate(listener, cert, s.key(f"certificates[{i}]"))
+        except CertificateError as exc:
+            s.walker.error(exc.key, str(exc))
+        except ssl.SSLError as exc:  # the client CA bundle
+            s.walker.error(s.key("client_ca"), f"not a PEM CA bundle ({getattr(exc, 'reason', None) or exc})")
+            break
+    return listener
+
+
+def _tls_version(value: object) -> str:
+    text = str(value)
+    if text not in ("1.2", "1.3"):
+        raise ValueError(f"expected 1.2 or 1.3, got {value!r}")
+    return text
+
+
+def _check_tls_routes(walker: Walker, https: HTTPSListener | None, routes: tuple[RouteConfig, ...]) -> None:
+    for route in routes:
+        if https is None and (route.redirect_https or route.hsts is not None or route.client_cert is not None):
+            walker.error(route.key, "redirect_https, hsts and client_cert need a listen.https listener")
+        elif route.client_cert is not None and https is not None and https.client_auth == "off":
+            walker.error(f"{route.key}.client_cert", "needs listen.https.client_auth: optional or required")
 
 
 def _read_server(s: Section) -> ServerSettings:
@@ -433,6 +509,16 @@ def _read_route(s: Section, upstream_names: dict) -> RouteConfig | None:
         if cache is not None and respond is not None:
             s.walker.error(s.key("cache"), "a route with 'respond' has nothing to cache")
     s.taken.add("cache")
+    client_cert = None
+    if s.has("client_cert"):
+        value = s.data["client_cert"]
+        if value is True:
+            client_cert = ()
+        elif isinstance(value, list) and value and all(isinstance(v, str) and "=" in v for v in value):
+            client_cert = tuple(value)
+        elif value is not False:
+            s.walker.error(s.key("client_cert"), f"expected true or a list of subjects like 'CN=alice,O=Example', got {value!r}")
+    s.taken.add("client_cert")
     route = RouteConfig(
         key=s.path,
         host=host,
@@ -443,6 +529,10 @@ def _read_route(s: Section, upstream_names: dict) -> RouteConfig | None:
         host_header=host_header,
         timeouts=timeouts,
         cache=cache,
+        redirect_https=s.get("redirect_https", to_bool, False),
+        hsts=s.get("hsts", to_positive_duration, None),
+        hsts_subdomains=s.get("hsts_subdomains", to_bool, False),
+        client_cert=client_cert,
     )
     s.done()
     return route

@@ -24,6 +24,8 @@ _REBUILT = frozenset(
     (
         "HTTP_HOST", "HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST",
         "HTTP_FORWARDED", "HTTP_VIA",
+        # set by the proxy from a verified client certificate, never taken from a client
+        "HTTP_X_CLIENT_CERT_SUBJECT",
         # waitress already answered "100 Continue" and holds the whole body.
         "HTTP_EXPECT",
         # httpoxy: a "Proxy" field becomes HTTP_PROXY in CGI-style environments.
@@ -114,6 +116,9 @@ class ForwardingHeaders:
         settings = self.settings
         if settings.forwarded:
             lines.append(f"Forwarded: {self._forwarded(environ, trusted, client, scheme, authority)}\r\n")
+        subject = environ.get("SSL_CLIENT_S_DN")
+        if subject is not None:
+            lines.append(f"X-Client-Cert-Subject: {subject}\r\n")
         if settings.via:
             prior_via = environ.get("HTTP_VIA")
             ours = f"{environ.get('SERVER_PROTOCOL', 'HTTP/1.1')[5:]} simpleproxy"

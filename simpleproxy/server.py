@@ -24,6 +24,7 @@ from waitress import wasyncore
 
 from .app import ProxyApp
 from .config import Config
+from .tls.front import HTTPSFront, tls_channel_class
 from .upstream.forward import UpstreamBodyAborted
 
 log = logging.getLogger("simpleproxy")
@@ -98,17 +99,55 @@ class ProxyServer:
         for server in self.servers:
             server.channel_class = StrictChannel
         self._stopped = threading.Event()
+        self.fronts: list[HTTPSFront] = []
+        if config.https is not None:
+            try:
+                for address in config.https.addresses:
+                    self.fronts.append(HTTPSFront(config.https, address, config.server.backlog))
+            except BaseException:
+                for front in self.fronts:
+                    front.sock.close()
+                self._server.close()
+                self.app.close()
+                raise
+            self.app.state.https_port = self.fronts[0].address[1]
+            self._tls_channel = tls_channel_class(StrictChannel)
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
         """The bound (host, port) pairs; ports are real even when configured as 0."""
         return [(s.effective_host, int(s.effective_port)) for s in self.servers]
 
+    @property
+    def https_addresses(self) -> list[tuple[str, int]]:
+        return [front.address for front in self.fronts]
+
+    def _adopt(self, sock: Any, addr: Any) -> None:
+        """From the TLS thread: make an established connection a waitress channel, in the loop's thread."""
+        server = self.servers[0]
+
+        def create() -> None:
+            if len(self._map) >= server.adj.connection_limit:
+                sock.close()  # as waitress stops accepting at its connection limit
+                return
+            self._tls_channel(server, sock, addr, server.adj, map=self._map)
+
+        server.trigger.pull_trigger(create)
+
+    def reload_certificates(self) -> None:
+        """Load every listener's certificates again (SIGHUP); open connections keep theirs."""
+        for front in self.fronts:
+            front.certificates.reload()
+
     def serve_forever(self) -> None:
         """Serve until :meth:`stop`, Ctrl-C or SIGTERM; then close the pools."""
+        for front in self.fronts:
+            front.start(self._adopt)
         try:
             self._server.run()
         finally:
+            for front in self.fronts:
+                front.stop()
             self._server.task_dispatcher.shutdown()
             self.app.close()
             self._stopped.set()
@@ -130,6 +169,18 @@ class ProxyServer:
                 # poll timeout, when it finds nothing left to watch.
                 wasyncore.close_all(self._map, ignore_all=True)
         self._stopped.wait(timeout)
+
+
+def install_reload_signal(server: ProxyServer) -> None:
+    """SIGHUP reloads the certificates (POSIX; on Windows the files are watched instead)."""
+    sighup = getattr(signal, "SIGHUP", None)
+    if sighup is None or not server.fronts:
+        return
+
+    def reload(signum: int, frame: Any) -> None:
+        threading.Thread(target=server.reload_certificates, name="simpleproxy-reload", daemon=True).start()
+
+    signal.signal(sighup, reload)
 
 
 def install_stop_signals() -> None:

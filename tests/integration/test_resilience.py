@@ -8,11 +8,21 @@ import logging
 import socket
 import threading
 from collections import Counter
+from typing import Iterator
+
+import pytest
 
 from conftest import LONG_TIMEOUT, read_request
 
 
 _HELD: list[socket.socket] = []
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_held_ports() -> Iterator[None]:
+    yield
+    while _HELD:
+        _HELD.pop().close()
 
 
 def dead_url() -> str:
