@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "simpleproxy" / "__init__.py").read_text()).group(1)
@@ -16,11 +16,11 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=["simpleproxy", "simpleproxy.upstream", "simpleproxy.observe", "simpleproxy.conf"],
+    packages=[*find_packages(include=["simpleproxy", "simpleproxy.*"]), "simpleproxy.conf"],
     # The shipped configuration lives in conf/ at the top of the repository and is
     # installed as the package data of simpleproxy.conf.
     package_dir={"simpleproxy.conf": "conf"},
-    package_data={"simpleproxy.conf": ["*.yaml", "examples/*.yaml"]},
+    package_data={"simpleproxy.conf": ["*.yaml", "examples/*.yaml"], "simpleproxy.admin": ["*.html"]},
     install_requires=[
         "urllib3>=2.0,<3",  # pool internals (_get_conn/_put_conn) are used; see upstream/pool.py
         "werkzeug>=3.0",
@@ -28,7 +28,9 @@ setup(
         "pyyaml>=6.0",
     ],
     extras_require={
-        "test": ["pytest>=7.4", "pytest-timeout>=2.1", "trustme>=1.0"],
+        # /metrics on the admin listener writes the Prometheus format with prometheus_client
+        "metrics": ["prometheus_client>=0.17"],
+        "test": ["pytest>=7.4", "pytest-timeout>=2.1", "trustme>=1.0", "prometheus_client>=0.17"],
     },
     entry_points={"console_scripts": ["simpleproxy = simpleproxy.cli:main"]},
     classifiers=[
