@@ -15,15 +15,17 @@ exception becomes an error response.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from functools import partial
 from typing import Any, Callable, Iterable, Sequence
 
-from .cache import build_caches
+from .cache import Caches, build_caches
 from .config import Config
 from .errors import ClientError, ProxyError
 from .headers import ForwardingHeaders
 from .observe.accesslog import AccessLog
+from .observe.metrics import RequestStats
 from .request import Request
 from .response import FixedResponder, Response
 from .routing import Route, RouteTable
@@ -35,6 +37,8 @@ from .upstream.pool import Upstream
 log = logging.getLogger("simpleproxy")
 
 Handler = Callable[[Request], Response]
+#: what an X-Request-Id from a trusted proxy may look like (UUIDs, hex, base64, ...)
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
 Filter = Callable[[Request, Handler], Response]
 
 
@@ -49,12 +53,19 @@ def compose(filters: Sequence[Filter], terminal: Handler) -> Handler:
 class ProxyState:
     """Route table, upstream pools and header policy for one configuration."""
 
-    def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: Config, clock: Callable[[], float] = time.time, previous: ProxyState | None = None) -> None:
+        """``previous``: the state this one replaces on a reload; what did not change is taken
+        over (upstream pools with their connections and health, stored responses)."""
         self.config = config
         self.max_body = config.server.max_request_body
         self.headers = ForwardingHeaders(config.headers)
-        self.upstreams = {name: Upstream(cfg) for name, cfg in config.upstreams.items()}
-        self.caches, cache_filters = build_caches(config, clock)
+        old: dict[str, Upstream] = previous.upstreams if previous is not None else {}
+        self.upstreams: dict[str, Upstream] = {
+            name: old[name] if name in old and old[name].config == cfg else Upstream(cfg)
+            for name, cfg in config.upstreams.items()
+        }
+        self.caches: Caches
+        self.caches, cache_filters = build_caches(config, clock, previous.caches if previous is not None else None)
         self.cache_filters = cache_filters  #: by route key, for routes with ``cache:``
         #: where redirect_https sends clients; the server sets the port it really bound
         self.https_port = config.https.addresses[0][1] if config.https else 443
@@ -74,9 +85,22 @@ class ProxyState:
             routes.append(Route(route_config, compose(filters, terminal)))
         self.table = RouteTable(routes)
 
-    def close(self) -> None:
+    def request_id(self, environ: dict[str, Any], client: str) -> str:
+        """A trusted proxy's ``X-Request-Id`` (if it looks like one), else a new id."""
+        incoming = environ.get("HTTP_X_REQUEST_ID")
+        if incoming is not None and _REQUEST_ID.fullmatch(incoming) and self.headers.is_trusted(client):
+            return incoming
+        return Request.new_id()
+
+    def close(self, successor: ProxyState | None = None) -> None:
+        """Close the upstream pools ``successor`` does not take over (all without one).
+
+        Requests still in flight on a closed pool finish on the connection they hold.
+        """
+        kept = successor.upstreams.values() if successor is not None else ()
         for upstream in self.upstreams.values():
-            upstream.close()
+            if not any(upstream is other for other in kept):
+                upstream.close()
 
 
 class ProxyApp:
@@ -86,8 +110,10 @@ class ProxyApp:
         self, config: Config, access_log: AccessLog | None = None, clock: Callable[[], float] = time.time
     ) -> None:
         """``clock`` (seconds since the epoch) is what the cache reads; tests pass a fake one."""
+        self.clock = clock
         self.state = ProxyState(config, clock)
-        self.access_log = access_log if access_log is not None else AccessLog.to(config.log.access)
+        self.stats = RequestStats()  #: request counts and latencies for /metrics; kept across reloads
+        self.access_log = access_log if access_log is not None else AccessLog.to(config.log.access, config.log.format)
 
     @property
     def config(self) -> Config:
@@ -99,6 +125,7 @@ class ProxyApp:
         request = None
         try:
             request = Request(environ, state.max_body, started)
+            request.request_id = state.request_id(environ, request.client)
             route = state.table.match(request.host, request.path)
             request.route = route
             response = route.handler(request)
@@ -109,19 +136,33 @@ class ProxyApp:
             log.exception("internal error serving %s (request id %s)", environ.get("REQUEST_URI", ""), rid)
             response = self._error_response(ProxyError("internal error"), environ, request)
         own = response.own_headers
-        start_response(response.status, response.headers if own is None else response.headers + own)
+        if request is not None:  # else the error response carries the id it made
+            id_field = ("X-Request-Id", request.get_request_id())
+            own = [id_field] if own is None else [id_field, *own]
+        start_response(response.status, response.headers + own if own else response.headers)
         body = response.body
         if type(body) is list:
-            if self.access_log.stream is not None:
-                size = sum(map(len, body)) if environ["REQUEST_METHOD"] != "HEAD" else 0
-                self.access_log.log(environ, response.status, size, time.perf_counter() - started, response.upstream)
+            size = sum(map(len, body)) if environ["REQUEST_METHOD"] != "HEAD" else 0
+            self._done(environ, request, response, size, started)
             return body
-        if isinstance(body, StreamingBody) and self.access_log.stream is not None:
-            body.on_close = partial(self._log_stream, environ, response, started)
+        if isinstance(body, StreamingBody):
+            body.on_close = partial(self._done_streaming, environ, request, response, started)
         return body
 
-    def _log_stream(self, environ: dict[str, Any], response: Response, started: float, body: StreamingBody) -> None:
-        self.access_log.log(environ, response.status, body.sent, time.perf_counter() - started, response.upstream)
+    def _done(self, environ: dict[str, Any], request: Request | None, response: Response, size: int, started: float) -> None:
+        """The answer has gone out (or its body ended): count it, log it."""
+        seconds = time.perf_counter() - started
+        route = request.route if request is not None else None
+        self.stats.record(route.label if route is not None else "-", response.status[:3], seconds, response.cache)
+        if self.access_log.stream is not None:
+            key = route.config.key if route is not None else "-"
+            rid = request.request_id if request is not None else "-"
+            self.access_log.log(environ, response.status, size, seconds, response.upstream, rid, key, response.cache)
+
+    def _done_streaming(
+        self, environ: dict[str, Any], request: Request | None, response: Response, started: float, body: StreamingBody
+    ) -> None:
+        self._done(environ, request, response, body.sent, started)
 
     @staticmethod
     def _error_response(exc: ProxyError, environ: dict[str, Any], request: Request | None) -> Response:
@@ -134,13 +175,20 @@ class ProxyApp:
                 exc.status, exc.detail, where, environ.get("REQUEST_METHOD"), environ.get("REQUEST_URI", ""), rid,
             )
         body = f"{exc.status} {exc.reason}: {exc.detail}\nrequest id: {rid}\n".encode("utf-8")
-        headers = [
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(body))),
-            ("X-Request-Id", rid),
-            *exc.headers,
-        ]
-        return Response(f"{exc.status} {exc.reason}", headers, [body], exc.upstream or "-")
+        headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))), *exc.headers]
+        response = Response(f"{exc.status} {exc.reason}", headers, [body], exc.upstream or "-")
+        if request is None:  # no request to carry the id: the response does
+            response.own_headers = [("X-Request-Id", rid)]
+        return response
+
+    def reload(self, config: Config) -> None:
+        """Serve ``config`` from the next request on; requests in flight finish on the old one."""
+        old = self.state
+        self.state = ProxyState(config, self.clock, previous=old)
+        if config.log != old.config.log:
+            log_before, self.access_log = self.access_log, AccessLog.to(config.log.access, config.log.format)
+            log_before.close()
+        old.close(successor=self.state)
 
     def purge(self, url: str, prefix: bool = False) -> int:
         """Drop stored responses for a URL (``http://host/path``), or every URL under a prefix."""

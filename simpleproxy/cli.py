@@ -1,4 +1,4 @@
-"""The ``simpleproxy`` command: run, check, demo, --version."""
+"""The ``simpleproxy`` command: run, check, reload, route, demo, --version."""
 
 from __future__ import annotations
 
@@ -85,26 +85,83 @@ def describe_routes(config: Config) -> str:
     return "\n".join(lines)
 
 
+def cmd_route(args: argparse.Namespace) -> int:
+    """Explain what a request would meet; exit 0 when it would reach a backend."""
+    from .explain import explain
+
+    config, _ = _load(args.config)
+    if config is None:
+        return 1
+    headers = {}
+    for item in args.header or []:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            print(f"error: --header {item!r}: write it as Name: value", file=sys.stderr)
+            return 2
+        headers[name.strip()] = value.strip()
+    status, text = explain(config, args.url, args.method, headers)
+    print(text)
+    return 0 if status == 0 else 3
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Ask a running proxy to reload, through its admin listener (the way that works on Windows)."""
+    import http.client
+    import json
+
+    config, path = _load(args.config)
+    if config is None:
+        return 1
+    if config.admin.listen is None:
+        print(f"error: {path} has no admin.listen; reload with SIGHUP, or add an admin listener", file=sys.stderr)
+        return 1
+    host, port = config.admin.listen
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    headers = {"X-Simpleproxy-Admin": "1"}
+    if config.admin.token:
+        headers["Authorization"] = f"Bearer {config.admin.token}"
+    try:
+        conn = http.client.HTTPConnection(host, port, timeout=30)
+        conn.request("POST", "/reload", headers=headers)
+        response = conn.getresponse()
+        body = response.read().decode("utf-8", "replace")
+        conn.close()
+    except OSError as exc:
+        print(f"error: no proxy answers on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    if response.status == 200:
+        print("reloaded")
+        return 0
+    try:
+        problems = json.loads(body).get("problems") or [body.strip()]
+    except ValueError:
+        problems = [body.strip()]
+    print(f"error: reload refused ({response.status}); the running configuration stays:", file=sys.stderr)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
+    return 1
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     config, path = _load(args.config)
     if config is None:
         return 1
     _setup_logging(config.log.level)
-    return serve(config, f"configuration {path}")
+    return serve(config, f"configuration {path}", str(path))
 
 
-def serve(config: Config, what: str) -> int:
-    """Run a proxy for ``config`` in this thread until Ctrl-C or SIGTERM."""
+def serve(config: Config, what: str, path: str | None = None) -> int:
+    """Run a proxy for ``config`` in this thread until Ctrl-C or SIGTERM; SIGHUP reloads ``path``."""
     from .server import ProxyServer, install_reload_signal, install_stop_signals
 
     try:
-        server = ProxyServer(config)
+        server = ProxyServer(config, config_path=path)
     except OSError as exc:
         addresses = [*config.listen, *(config.https.addresses if config.https else ())]
         where = ", ".join(f"{h}:{p}" for h, p in addresses)
         print(f"error: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    install_stop_signals()
+    install_stop_signals(server, config.server.drain_time)
     install_reload_signal(server)
     for scheme, addresses in (("http", server.addresses), ("https", server.https_addresses)):
         for host, port in addresses:
@@ -138,6 +195,17 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a configuration and show its routes")
     check.add_argument("--config", "-c", help=config_help)
     check.set_defaults(func=cmd_check)
+
+    reload = commands.add_parser("reload", help="make a running proxy reload its configuration (via admin.listen)")
+    reload.add_argument("--config", "-c", help=config_help)
+    reload.set_defaults(func=cmd_reload)
+
+    route = commands.add_parser("route", help="explain which route, upstream, cache and rules a request would meet")
+    route.add_argument("url", help="the request URL, e.g. http://app.example.com/api/x?y=1")
+    route.add_argument("--config", "-c", help=config_help)
+    route.add_argument("--method", "-X", default="GET")
+    route.add_argument("--header", "-H", action="append", help="a request header, 'Name: value' (repeatable)")
+    route.set_defaults(func=cmd_route)
 
     demo = commands.add_parser("demo", help="start two demo backends and a proxy in front of them")
     demo.add_argument("--listen", default="127.0.0.1:8080", help="proxy address (default 127.0.0.1:8080)")

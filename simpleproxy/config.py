@@ -201,6 +201,8 @@ class ServerSettings:
     backlog: int = 1024  #: listen(2) queue
     max_request_body: int = 16 * 1024**2  #: larger bodies get 413 before any backend sees them
     max_request_header: int = 64 * 1024  #: larger heads get 431/400 from waitress
+    #: on SIGTERM or Ctrl-C, how long requests in flight may take to finish before they are cut
+    drain_time: float = 30.0
     #: output buffered per connection before the app thread waits for the client;
     #: keeps memory flat under many slow readers (waitress: 16 MiB).
     outbuf_high_watermark: int = 1024**2
@@ -218,7 +220,18 @@ class HeaderSettings:
 @dataclass(frozen=True)
 class LogSettings:
     access: str = "stdout"  #: ``stdout``, ``stderr``, ``off`` or a file path
+    format: str = "combined"  #: ``combined`` (nginx's, plus fields) or ``json``
     level: str = "info"
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    """``admin:``: a second listener for health, metrics, reloads and the status page."""
+
+    listen: tuple[str, int] | None = None  #: None: no admin listener
+    #: when set, every admin request needs ``Authorization: Bearer <token>``; without one only
+    #: loopback clients are served
+    token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -229,6 +242,7 @@ class Config:
     headers: HeaderSettings = HeaderSettings()
     log: LogSettings = LogSettings()
     cache: CacheSettings = CacheSettings()
+    admin: AdminSettings = AdminSettings()
     upstreams: dict[str, UpstreamConfig] = field(default_factory=dict)
     routes: tuple[RouteConfig, ...] = ()
     source: str = "<memory>"

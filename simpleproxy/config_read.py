@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from .config import (
     DEFAULT_LISTEN,
+    AdminSettings,
     CacheSettings,
     Certificate,
     Config,
@@ -60,6 +61,7 @@ def _read_config(root: Section, source: str) -> Config:
     headers = _read_headers(root.section("headers"))
     log = _read_log(root.section("log"))
     cache = _read_cache(root.section("cache"))
+    admin = _read_admin(root.section("admin"))
     upstreams: dict[str, UpstreamConfig] = {}
     ups = root.section("upstreams")
     for name in ups.data:
@@ -80,7 +82,8 @@ def _read_config(root: Section, source: str) -> Config:
     _check_tls_routes(root.walker, https, routes)
     root.done()
     return Config(
-        listen=listen, https=https, server=server, headers=headers, log=log, cache=cache, upstreams=upstreams,
+        listen=listen, https=https, server=server, headers=headers, log=log, cache=cache, admin=admin,
+        upstreams=upstreams,
         routes=routes, source=source,
     )
 
@@ -183,6 +186,7 @@ def _read_server(s: Section) -> ServerSettings:
         max_request_body=s.get("max_request_body", parse_size, d.max_request_body),
         max_request_header=s.get("max_request_header", parse_size, d.max_request_header),
         outbuf_high_watermark=s.get("outbuf_high_watermark", parse_size, d.outbuf_high_watermark),
+        drain_time=s.get("drain_time", parse_duration, d.drain_time),
     )
     s.done()
     return settings
@@ -208,10 +212,22 @@ def _read_headers(s: Section) -> HeaderSettings:
 def _read_log(s: Section) -> LogSettings:
     settings = LogSettings(
         access=s.get("access", to_access_target, "stdout"),
+        format=s.get("format", one_of("combined", "json"), "combined"),
         level=s.get("level", one_of("debug", "info", "warning", "error"), "info"),
     )
     s.done()
     return settings
+
+
+def _read_admin(s: Section) -> AdminSettings:
+    listen = s.get("listen", parse_address, None)
+    token = s.get("token", to_text, None)
+    if token is not None and len(token) < 16:
+        s.walker.error(s.key("token"), "use at least 16 characters (a random one: python -c 'import secrets; print(secrets.token_urlsafe())')")
+    if s.has("token") and listen is None and not s.has("listen"):
+        s.walker.error(s.key("listen"), "a token needs an admin listener address")
+    s.done()
+    return AdminSettings(listen, token)
 
 
 def _read_cache(s: Section) -> CacheSettings:

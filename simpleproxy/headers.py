@@ -26,6 +26,8 @@ _REBUILT = frozenset(
         "HTTP_FORWARDED", "HTTP_VIA",
         # set by the proxy from a verified client certificate, never taken from a client
         "HTTP_X_CLIENT_CERT_SUBJECT",
+        # the proxy's own request id (a trusted proxy's, kept) is sent instead
+        "HTTP_X_REQUEST_ID",
         # waitress already answered "100 Continue" and holds the whole body.
         "HTTP_EXPECT",
         # httpoxy: a "Proxy" field becomes HTTP_PROXY in CGI-style environments.
@@ -74,7 +76,10 @@ class ForwardingHeaders:
         self.settings = settings
         self._trusted = settings.trusted_proxies
         #: how the response parser treats fields: ``Server`` dropped unless passed
-        self.response_fields = FIELD_ACTIONS if settings.pass_server else FIELD_ACTIONS | {"server": "drop"}
+        # A backend's X-Request-Id is dropped: the proxy sends the client its own, the same one
+        # the backend received.
+        fields = FIELD_ACTIONS | {"x-request-id": "drop"}
+        self.response_fields = fields if settings.pass_server else fields | {"server": "drop"}
         self._trust_cache: dict[str, bool] = {}
 
     def is_trusted(self, address: str) -> bool:
@@ -93,10 +98,12 @@ class ForwardingHeaders:
 
     def request_head(
         self, environ: dict[str, Any], method: str, target: str, host: str, client: str,
-        scheme: str, authority: str, body_length: int,
+        scheme: str, authority: str, body_length: int, request_id: str = "",
     ) -> bytes:
         """The request line and fields sent upstream, ending with the blank line."""
         lines = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
+        if request_id:
+            lines.append(f"X-Request-Id: {request_id}\r\n")
         connection_named = environ.get("HTTP_CONNECTION")
         named = (
             {"HTTP_" + t.strip().upper().replace("-", "_") for t in connection_named.split(",")}

@@ -9,7 +9,7 @@ from .config import Respond
 
 
 class Response:
-    __slots__ = ("status", "headers", "body", "upstream", "own_headers")
+    __slots__ = ("status", "headers", "body", "upstream", "own_headers", "cache")
 
     def __init__(
         self, status: str, headers: list[tuple[str, str]], body: Iterable[bytes], upstream: str = "-"
@@ -19,6 +19,8 @@ class Response:
         #: fields the proxy adds for this client alone (a sticky-session cookie): sent after
         #: ``headers``, and never stored by the cache with the response
         self.own_headers: list[tuple[str, str]] | None = None
+        #: what the cache did, for the access log: hit, miss, stale, revalidated, bypass; "-" for none
+        self.cache = "-"
         #: a list when the whole body is known, else an iterable with ``close()``
         self.body = body
         self.upstream = upstream  #: the server that answered, "-" for a local answer

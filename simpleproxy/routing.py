@@ -17,18 +17,21 @@ from typing import Any, Callable, Iterable
 
 from .config import RouteConfig
 from .errors import NoRoute
+from .observe.metrics import route_label
 
 
 class Route:
     """A configured route and the handler chain that serves it."""
 
-    __slots__ = ("config", "prefix", "_prefix_slash", "handler")
+    __slots__ = ("config", "prefix", "_prefix_slash", "handler", "label")
 
     def __init__(self, config: RouteConfig, handler: Callable[[Any], Any]) -> None:
         self.config = config
         self.prefix = config.path
         self._prefix_slash = config.path if config.path.endswith("/") else config.path + "/"
         self.handler = handler
+        #: the route's name in metrics and on the status page: ``app.example.com/api``, ``*/``
+        self.label = route_label(config.host, config.path)
 
     def matches(self, path: str) -> bool:
         return path.startswith(self._prefix_slash) or path == self.prefix

@@ -15,6 +15,7 @@ import select
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
 from waitress.channel import HTTPChannel
@@ -23,7 +24,8 @@ from waitress.server import BaseWSGIServer, create_server
 from waitress import wasyncore
 
 from .app import ProxyApp
-from .config import Config
+from .config import Config, load_config
+from .errors import ConfigError
 from .tls.front import HTTPSFront, tls_channel_class
 from .upstream.forward import UpstreamBodyAborted
 
@@ -83,8 +85,11 @@ def waitress_settings(config: Config) -> dict[str, Any]:
 class ProxyServer:
     """A ProxyApp served by waitress on the configured addresses."""
 
-    def __init__(self, config: Config, app: ProxyApp | None = None) -> None:
+    def __init__(self, config: Config, app: ProxyApp | None = None, config_path: str | None = None) -> None:
+        """``config_path``: the file :meth:`reload` reads again (None: reloads only certificates)."""
         self.app = app if app is not None else ProxyApp(config)
+        self.config_path = config_path
+        self._reload_lock = threading.Lock()
         logging.getLogger("waitress").addFilter(_QuietAbort())
         # waitress warns "Task queue depth is N" whenever every thread is busy: under
         # load that is every request, and the logging alone costs measurable CPU.
@@ -99,6 +104,9 @@ class ProxyServer:
         for server in self.servers:
             server.channel_class = StrictChannel
         self._stopped = threading.Event()
+        self._draining = threading.Event()
+        #: set once a drain has closed the listening sockets
+        self.listeners_closed = threading.Event()
         self.fronts: list[HTTPSFront] = []
         if config.https is not None:
             try:
@@ -112,6 +120,26 @@ class ProxyServer:
                 raise
             self.app.state.https_port = self.fronts[0].address[1]
             self._tls_channel = tls_channel_class(StrictChannel)
+        self.admin: Any = None
+        if config.admin.listen is not None:
+            from .admin import AdminApp
+
+            host, port = config.admin.listen
+            try:
+                self.admin = create_server(
+                    AdminApp(self, config.admin), listen=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+                    threads=2, ident="simpleproxy-admin", expose_tracebacks=False,
+                )
+            except BaseException:
+                for front in self.fronts:
+                    front.sock.close()
+                self._server.close()
+                self.app.close()
+                raise
+
+    @property
+    def admin_address(self) -> tuple[str, int] | None:
+        return (self.admin.effective_host, int(self.admin.effective_port)) if self.admin is not None else None
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -134,20 +162,120 @@ class ProxyServer:
 
         server.trigger.pull_trigger(create)
 
+    def open_connections(self) -> int:
+        return len(self._channels())
+
+    def busy_threads(self) -> int:
+        return self._server.task_dispatcher.active_count
+
+    def queue_depth(self) -> int:
+        return len(self._server.task_dispatcher.queue)
+
+    @property
+    def draining(self) -> bool:
+        return self._draining.is_set()
+
+    def drain(self, timeout: float) -> None:
+        """Stop accepting, let requests in flight finish (for at most ``timeout``), then stop.
+
+        Returns at once; :meth:`serve_forever` returns when the drain is over.
+        Idle keep-alive connections are closed as soon as they are idle.
+        """
+        if self._draining.is_set():
+            return
+        self._draining.set()
+        for front in self.fronts:
+            front.stop()
+
+        def close_listeners() -> None:
+            for server in self.servers:  # the listening socket only; the loop's trigger stays
+                wasyncore.dispatcher.close(server)
+            self._close_idle()
+            self.listeners_closed.set()
+
+        self.servers[0].trigger.pull_trigger(close_listeners)
+        threading.Thread(target=self._drain, args=(timeout,), name="simpleproxy-drain", daemon=True).start()
+
+    def in_flight(self) -> int:
+        """Requests being served or waiting for a thread (waitress's busy threads and queue)."""
+        dispatcher = self._server.task_dispatcher
+        return dispatcher.active_count + len(dispatcher.queue)
+
+    def _channels(self) -> list[HTTPChannel]:
+        return [c for c in list(self._map.values()) if isinstance(c, HTTPChannel)]
+
+    def _close_idle(self) -> None:
+        for channel in self._channels():
+            if not channel.requests and channel.request is None and not channel.total_outbufs_len:
+                channel.close()
+
+    def _drain(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        trigger = self.servers[0].trigger
+        while time.monotonic() < deadline:
+            if not self.in_flight() and not any(c.requests or c.total_outbufs_len for c in self._channels()):
+                break
+            try:
+                trigger.pull_trigger(self._close_idle)
+            except OSError:
+                break
+            self._stopped.wait(0.05)
+        else:
+            log.warning("drain time over with %d requests in flight: closing them", self.in_flight())
+        self.stop(timeout=0)
+
     def reload_certificates(self) -> None:
-        """Load every listener's certificates again (SIGHUP); open connections keep theirs."""
+        """Load every listener's certificates again; open connections keep theirs."""
         for front in self.fronts:
             front.certificates.reload()
+
+    def reload(self) -> list[str]:
+        """Read the configuration file again and serve it; -> the problems, empty on success.
+
+        An invalid file changes nothing (its problems are logged by key). A valid
+        one serves new requests while those in flight finish on the old one;
+        upstreams and cache stores that did not change are kept. Listening
+        addresses and ``server:`` settings need a restart (a warning says so).
+        """
+        with self._reload_lock:
+            if self.config_path is None:
+                self.reload_certificates()
+                return []
+            try:
+                config = load_config(self.config_path)
+            except ConfigError as exc:
+                log.error("reload refused, the running configuration stays:\n%s", exc)
+                return exc.problems
+            running = self.app.config
+            https_moved = (config.https.addresses if config.https else ()) != (running.https.addresses if running.https else ())
+            if config.listen != running.listen or config.server != running.server or https_moved:
+                log.warning("listen and server settings changed: they take effect at the next restart")
+            self.app.reload(config)
+            for front in self.fronts:
+                if config.https is not None:
+                    front.certificates.listener = config.https
+                front.certificates.reload()
+            log.info("configuration reloaded from %s", self.config_path)
+            return []
 
     def serve_forever(self) -> None:
         """Serve until :meth:`stop`, Ctrl-C or SIGTERM; then close the pools."""
         for front in self.fronts:
             front.start(self._adopt)
+        if self.admin is not None:
+            threading.Thread(target=self.admin.run, name="simpleproxy-admin", daemon=True).start()
         try:
             self._server.run()
         finally:
             for front in self.fronts:
                 front.stop()
+            if self.admin is not None:
+                admin = self.admin
+                try:  # closed from its own loop's thread, as stop() does for the main one
+                    admin.trigger.pull_trigger(lambda: wasyncore.close_all(admin._map))
+                except OSError:
+                    pass
+                admin.task_dispatcher.shutdown(timeout=1)
             self._server.task_dispatcher.shutdown()
             self.app.close()
             self._stopped.set()
@@ -172,23 +300,29 @@ class ProxyServer:
 
 
 def install_reload_signal(server: ProxyServer) -> None:
-    """SIGHUP reloads the certificates (POSIX; on Windows the files are watched instead)."""
+    """SIGHUP reloads the configuration and certificates (POSIX; Windows: ``simpleproxy reload``)."""
     sighup = getattr(signal, "SIGHUP", None)
-    if sighup is None or not server.fronts:
+    if sighup is None:
         return
 
     def reload(signum: int, frame: Any) -> None:
-        threading.Thread(target=server.reload_certificates, name="simpleproxy-reload", daemon=True).start()
+        threading.Thread(target=server.reload, name="simpleproxy-reload", daemon=True).start()
 
     signal.signal(sighup, reload)
 
 
-def install_stop_signals() -> None:
-    """SIGTERM (and Ctrl-Break on Windows) stop like Ctrl-C: waitress ends its loop on SystemExit."""
+def install_stop_signals(server: ProxyServer, drain_time: float) -> None:
+    """SIGTERM, Ctrl-C (SIGINT) and Ctrl-Break (Windows) drain, then stop; a second one stops at once."""
 
     def stop(signum: int, frame: Any) -> None:
-        raise SystemExit(0)
+        if server.draining:
+            log.info("stopping now")
+            server.stop(timeout=0)
+        else:
+            log.info("draining: no new connections; requests in flight get up to %gs", drain_time)
+            server.drain(drain_time)
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     if sys.platform == "win32" and hasattr(signal, "SIGBREAK"):
         signal.signal(signal.SIGBREAK, stop)

@@ -56,8 +56,9 @@ class EchoHandler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
-        self.send_header("Set-Cookie", "a=1")
-        self.send_header("Set-Cookie", "b=2")
+        if not self.path.startswith("/plain"):  # /plain/...: no cookies, so a cache may store it
+            self.send_header("Set-Cookie", "a=1")
+            self.send_header("Set-Cookie", "b=2")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
@@ -166,7 +167,7 @@ class Proxy:
     def __init__(self, config: dict[str, Any], clock: Callable[[], float] | None = None) -> None:
         config = {"listen": {"http": "127.0.0.1:0"}, **config}
         self.log_stream = io.StringIO()
-        self.access_log = AccessLog(self.log_stream)
+        self.access_log = AccessLog(self.log_stream, format=config.get("log", {}).get("format", "combined"))
         extra = {"clock": clock} if clock is not None else {}
         self.app = ProxyApp(config_from_dict(config), access_log=self.access_log, **extra)
         self.server = ProxyServer(self.app.config, app=self.app)

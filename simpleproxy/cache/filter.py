@@ -204,9 +204,9 @@ class CacheFilter:
         status = f"fwd=uri-miss; collapsed; ttl={ttl}" if collapsed else f"hit; ttl={ttl}"
         if verdict != FRESH:
             status += f'; detail="{verdict}"'
-        return self._serve(request, entry, age, status)
+        return self._serve(request, entry, age, status, "hit" if verdict == FRESH else "stale")
 
-    def _serve(self, request: Request, entry: Entry, age: float, status: str) -> Response:
+    def _serve(self, request: Request, entry: Entry, age: float, status: str, kind: str) -> Response:
         """A stored response; 304 when the client's own condition matches it (section 4.3.2),
         206 for a single satisfiable byte range of a stored 200 (RFC 9110 section 14)."""
         extra = [("Age", str(int(age))), ("Cache-Status", f"{_NAME}; {status}")]
@@ -215,13 +215,13 @@ class CacheFilter:
             if not_modified(environ, entry.etag, entry.modified):
                 kept = NOT_MODIFIED_FIELDS if entry.etag else NOT_MODIFIED_FIELDS | {"last-modified"}
                 headers = [(n, v) for n, v in entry.headers if n.lower() in kept]
-                return Response("304 Not Modified", headers + extra, [])
+                return _kind(Response("304 Not Modified", headers + extra, []), kind)
         if entry.status == 200 and "HTTP_RANGE" in environ:
             ranged = _byte_range(environ["HTTP_RANGE"], len(entry.body))
             if ranged is not None:
-                return self._partial(request, entry, ranged, extra)
+                return _kind(self._partial(request, entry, ranged, extra), kind)
         body = [] if request.method == "HEAD" or not entry.body else [entry.body]
-        return Response(entry.status_line, entry.headers + extra, body)
+        return _kind(Response(entry.status_line, entry.headers + extra, body), kind)
 
     @staticmethod
     def _partial(request: Request, entry: Entry, span: tuple[int, int], extra: list[tuple[str, str]]) -> Response:
@@ -256,12 +256,12 @@ class CacheFilter:
                 return self._forward(request, next, directives, "stale")
             fresh = entry.freshened(response.headers, request_time, response_time, self.freshness)
             self.store.put(fresh)
-            return self._serve(request, fresh, fresh.age(self.clock()), "fwd=stale; fwd-status=304")
+            return self._serve(request, fresh, fresh.age(self.clock()), "fwd=stale; fwd-status=304", "revalidated")
         if status in (500, 502, 503, 504):
             age = entry.age(self.clock())
             if stale_if_error(age, entry.lifetime, entry.cc, directives, self.freshness.stale_on_error):
                 _close(response)
-                return self._serve(request, entry, age, f'fwd=stale; fwd-status={status}; detail="stale-if-error"')
+                return self._serve(request, entry, age, f'fwd=stale; fwd-status={status}; detail="stale-if-error"', "stale")
         return self._admit(request, response, directives, request_time, response_time, "stale")
 
     def _stale_or_raise(
@@ -271,7 +271,7 @@ class CacheFilter:
         age = entry.age(self.clock())
         if stale_if_error(age, entry.lifetime, entry.cc, directives, self.freshness.stale_on_error):
             log.warning("serving %s stale: %s", entry.key, exc.detail)
-            return self._serve(request, entry, age, f'fwd=stale; detail="{exc.detail}"')
+            return self._serve(request, entry, age, f'fwd=stale; detail="{exc.detail}"', "stale")
         raise exc
 
     def _conditional(self, request: Request, entry: Entry) -> Request:
@@ -372,6 +372,7 @@ class CacheFilter:
         response.headers.append(
             ("Cache-Status", f"{_NAME}; fwd={fwd}; fwd-status={status}" + ("; stored" if entry else f'; detail="{reason}"'))
         )
+        response.cache = "miss"
         if entry is None:
             if landed is not None:
                 landed()
@@ -471,6 +472,12 @@ def _status(response: Response) -> int:
 
 def _tag(response: Response, status: str) -> Response:
     response.headers.append(("Cache-Status", f"{_NAME}; {status}"))
+    response.cache = "bypass"
+    return response
+
+
+def _kind(response: Response, kind: str) -> Response:
+    response.cache = kind
     return response
 
 

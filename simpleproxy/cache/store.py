@@ -237,6 +237,8 @@ class Caches:
 
     def __init__(self, stores: Iterable[Store]) -> None:
         self.stores = list(stores)
+        self.shared: Store | None = None  #: the store of the routes without their own max_size
+        self.own: dict[tuple[str | None, str], Store] = {}  #: by (host, path), routes with their own
 
     def invalidate(self, keys: Iterable[str]) -> int:
         """Section 4.4: forget these URL keys in every store."""

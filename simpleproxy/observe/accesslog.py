@@ -1,12 +1,13 @@
-"""One line per request: client, request line, status, bytes, duration, upstream server.
+"""One line per request: client, request line, status, bytes, duration, upstream, id, route, cache.
 
-The format is nginx's ``combined`` plus two fields, so existing log tools
-read it::
+``combined`` is nginx's format plus five fields, so existing log tools read it::
 
-    127.0.0.1 - - [29/Nov/2026:03:22:43 +0000] "GET /api/x HTTP/1.1" 200 1024 "-" "curl/8.5" 0.0021 127.0.0.1:9001
+    127.0.0.1 - - [29/Nov/2026:03:22:43 +0000] "GET /api/x HTTP/1.1" 200 1024 "-" "curl/8.5" 0.0021 127.0.0.1:9001 4f1c2a9be07d routes[0] hit
 
+``json`` writes one JSON object per line with the same facts, named.
 Values that come from the client are escaped (quotes, backslashes and
-control characters), so a request cannot forge a second log line.
+control characters; JSON escapes its own), so a request cannot forge a
+second log line.
 
 Lines are queued and written by a background thread every ``flush_interval``
 seconds, one write for all of them (nginx's ``access_log ... buffer= flush=``):
@@ -17,6 +18,7 @@ a write and flush per request cost as much CPU as parsing the response head.
 from __future__ import annotations
 
 import collections
+import json
 import sys
 import threading
 import time
@@ -33,8 +35,9 @@ _ESCAPES[ord("\\")] = "\\\\"
 class AccessLog:
     """Writes access lines to a text stream; ``AccessLog(None)`` writes nothing."""
 
-    def __init__(self, stream: TextIO | None, flush_interval: float = 0.25) -> None:
+    def __init__(self, stream: TextIO | None, flush_interval: float = 0.25, format: str = "combined") -> None:
         self.stream = stream
+        self.json = format == "json"
         self.flush_interval = flush_interval
         self._lock = threading.Lock()
         self._queue: collections.deque[str] = collections.deque()
@@ -45,35 +48,49 @@ class AccessLog:
         self._closed = threading.Event()
 
     @classmethod
-    def to(cls, target: str) -> AccessLog:
+    def to(cls, target: str, format: str = "combined") -> AccessLog:
         """``stdout``, ``stderr``, ``off`` or a file path (appended to, created if missing)."""
         if target == "off":
             return cls(None)
         if target in ("stdout", "stderr"):
-            return cls(getattr(sys, target))
-        log = cls(Path(target).open("a", encoding="utf-8"))
+            return cls(getattr(sys, target), format=format)
+        log = cls(Path(target).open("a", encoding="utf-8"), format=format)
         log._owned = True
         return log
 
     def _timestamp(self) -> str:
         second = int(time.time())
         if second != self._second:  # strftime once a second, not once a request
-            self._stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(second))
+            form = "%Y-%m-%dT%H:%M:%SZ" if self.json else "%d/%b/%Y:%H:%M:%S +0000"
+            self._stamp = time.strftime(form, time.gmtime(second))
             self._second = second
         return self._stamp
 
-    def log(self, environ: dict[str, Any], status: str, size: int, duration: float, upstream: str) -> None:
+    def log(
+        self, environ: dict[str, Any], status: str, size: int, duration: float, upstream: str,
+        request_id: str = "-", route: str = "-", cache: str = "-",
+    ) -> None:
         if self.stream is None:
             return
         get = environ.get
-        esc = _ESCAPES
         target = get("REQUEST_URI") or get("PATH_INFO", "")
-        self._queue.append(
-            f'{get("REMOTE_ADDR", "-")} - - [{self._timestamp()}] '
-            f'"{get("REQUEST_METHOD", "-").translate(esc)} {target.translate(esc)} {get("SERVER_PROTOCOL", "-")}" '
-            f'{status[:3]} {size} "{get("HTTP_REFERER", "-").translate(esc)}" '
-            f'"{get("HTTP_USER_AGENT", "-").translate(esc)}" {duration:.4f} {upstream}\n'
-        )
+        if self.json:
+            line = json.dumps({
+                "time": self._timestamp(), "client": get("REMOTE_ADDR", "-"), "method": get("REQUEST_METHOD", "-"),
+                "target": target, "protocol": get("SERVER_PROTOCOL", "-"), "status": int(status[:3]),
+                "bytes": size, "referer": get("HTTP_REFERER"), "user_agent": get("HTTP_USER_AGENT"),
+                "duration": round(duration, 6), "upstream": upstream, "request_id": request_id, "route": route,
+                "cache": cache,
+            }) + "\n"
+        else:
+            esc = _ESCAPES
+            line = (
+                f'{get("REMOTE_ADDR", "-")} - - [{self._timestamp()}] '
+                f'"{get("REQUEST_METHOD", "-").translate(esc)} {target.translate(esc)} {get("SERVER_PROTOCOL", "-")}" '
+                f'{status[:3]} {size} "{get("HTTP_REFERER", "-").translate(esc)}" '
+                f'"{get("HTTP_USER_AGENT", "-").translate(esc)}" {duration:.4f} {upstream} {request_id} {route} {cache}\n'
+            )
+        self._queue.append(line)
         if self._flusher_generation != forks.generation:
             self._start_flusher()
 

@@ -111,6 +111,7 @@ class UpstreamHandler:
             log.warning("not retrying after %s from %s: retry budget spent", reason, server.name)
             return False
         log.warning("retrying on another server after %s from %s", reason, server.name)
+        upstream.count_retry()
         return True
 
     def _head(self, request: Request, server: ServerPool, body: bytes | None) -> bytes:
@@ -123,6 +124,7 @@ class UpstreamHandler:
         return self.headers.request_head(
             request.environ, request.method, target, host, request.client,
             request.scheme, request.authority, request.content_length if body is None else len(body),
+            request.request_id,
         )
 
     def _relay(self, server: ServerPool, conn: Any, response: ResponseHead, rest: bytes, request_started: float) -> Response:

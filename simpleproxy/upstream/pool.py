@@ -242,6 +242,8 @@ class Upstream:
         if not config.tls.verify:
             log.warning("upstream %r: TLS certificates are not verified (upstreams.%s.tls.verify: false)", self.name, self.name)
         self.budget = RetryBudget(config.retries, clock)
+        self.retried = 0  #: requests resent to another server, for metrics
+        self._retried_lock = threading.Lock()
         self.checker: HealthChecker | None = None
         self._checker_generation = -1  # forks.generation when the checks started
         health = config.health
@@ -285,6 +287,10 @@ class Upstream:
         self._checker_generation = forks.generation
         assert self.checker is not None
         self.checker.start()
+
+    def count_retry(self) -> None:
+        with self._retried_lock:
+            self.retried += 1
 
     def close(self) -> None:
         if self.checker is not None:

@@ -304,3 +304,14 @@ def test_a_sticky_session_cookie_is_never_stored_for_others(proxy, origin, clock
     second, _ = p.request("GET", "/s")
     assert second.getheader("Cache-Status").startswith("simpleproxy; hit")
     assert second.getheader("Set-Cookie") is None
+
+
+def test_the_access_log_says_what_the_cache_did(proxy, origin, clock) -> None:
+    origin.answers["/r"] = (200, {"Cache-Control": "max-age=10", "ETag": '"v1"'}, b"body")
+    p = proxy(cached_config(origin.url), clock=clock)
+    p.request("GET", "/r")
+    p.request("GET", "/r")
+    clock.now += 11
+    p.request("GET", "/r")
+    p.request("POST", "/r", body=b"x")
+    assert [line.split()[-1] for line in p.log_lines()] == ["miss", "hit", "revalidated", "bypass"]

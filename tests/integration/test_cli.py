@@ -144,3 +144,13 @@ def test_demo_shows_host_path_routing_and_round_robin() -> None:
         proc.kill()
         proc.stdout.close()
         proc.stderr.close()
+
+
+def test_route_explains_a_request_and_exits_by_outcome(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("upstreams: {app: {servers: ['http://127.0.0.1:9']}}\nroutes: [{path: /api, upstream: app}]\n")
+    done = cli("route", "--config", str(config), "http://x/api/a", "-X", "DELETE", "-H", "Cookie: a=b")
+    assert done.returncode == 0 and "route     routes[0]" in done.stdout and "forwarded DELETE /api/a" in done.stdout
+    missing = cli("route", "--config", str(config), "http://x/other")
+    assert missing.returncode == 3 and "404 Not Found" in missing.stdout
+    assert cli("route", "--config", str(config), "http://x/", "-H", "nocolon").returncode == 2

@@ -160,12 +160,40 @@ def test_a_large_response_streams_through(raw_backend, proxy) -> None:
 def test_access_log_line_per_request(backends, proxy) -> None:
     backend = backends()
     p = proxy(single_upstream(backend.url))
-    p.request("GET", "/logged?q=1", headers={"User-Agent": "tester/1"})
+    response, _ = p.request("GET", "/logged?q=1", headers={"User-Agent": "tester/1"})
     (line,) = p.log_lines()
     assert line.startswith("127.0.0.1 - - [")
     assert '"GET /logged?q=1 HTTP/1.1" 200 ' in line
-    assert line.endswith(backend.url.removeprefix("http://"))
+    upstream, request_id, route, cache = line.split()[-4:]
+    assert upstream == backend.url.removeprefix("http://") and (route, cache) == ("routes[0]", "-")
+    assert request_id == response.getheader("X-Request-Id")
     assert '"tester/1"' in line
+
+
+def test_request_ids_go_upstream_and_back_and_only_trusted_ones_are_kept(backends, proxy) -> None:
+    backend = backends()
+    p = proxy(single_upstream(backend.url))
+    response, body = p.request("GET", "/", headers={"X-Request-Id": "forged-by-client"})
+    sent = dict(json.loads(body)["headers"])
+    assert response.getheader("X-Request-Id") == sent["X-Request-Id"] != "forged-by-client"
+    assert len(sent["X-Request-Id"]) == 12 and response.getheaders().count(("X-Request-Id", sent["X-Request-Id"])) == 1
+    trusting = proxy({**single_upstream(backend.url), "headers": {"trusted_proxies": ["127.0.0.1"]}})
+    response, body = trusting.request("GET", "/", headers={"X-Request-Id": "lb-7f3a"})
+    assert response.getheader("X-Request-Id") == dict(json.loads(body)["headers"])["X-Request-Id"] == "lb-7f3a"
+    response, body = trusting.request("GET", "/", headers={"X-Request-Id": "bad id\twith tab"})
+    assert response.getheader("X-Request-Id") != "bad id\twith tab"
+    refused, page = p.request("GET", "/%zz")  # an error page names the id its header carries
+    assert refused.status == 400 and f"request id: {refused.getheader('X-Request-Id')}".encode() in page
+
+
+def test_json_access_log(backends, proxy) -> None:
+    p = proxy({**single_upstream(backends().url), "log": {"format": "json"}})
+    response, _ = p.request("GET", '/j?x="1"', headers={"User-Agent": 'say "hi"'})
+    (line,) = p.log_lines()
+    entry = json.loads(line)
+    assert entry["target"] == '/j?x="1"' and entry["status"] == 200 and entry["route"] == "routes[0]"
+    assert entry["user_agent"] == 'say "hi"' and entry["cache"] == "-"
+    assert entry["request_id"] == response.getheader("X-Request-Id") and entry["time"].endswith("Z")
 
 
 def test_shutdown_is_clean_with_idle_keepalive_clients(backends, proxy) -> None:

@@ -51,7 +51,9 @@ def test_respond_routes_and_short_error_pages_with_request_ids() -> None:
         config_from_dict({"routes": [{"host": "h", "path": "/hi", "respond": {"status": 201, "body": "hello"}}]}),
         access_log=AccessLog(log),
     )
-    assert call(app, "/hi") == ("201 Created", {"Content-Type": "text/plain; charset=utf-8", "Content-Length": "5"}, b"hello")
+    status, headers, body = call(app, "/hi")
+    assert (status, body) == ("201 Created", b"hello") and len(headers.pop("X-Request-Id")) == 12
+    assert headers == {"Content-Type": "text/plain; charset=utf-8", "Content-Length": "5"}
     status, headers, body = call(app, "/nothing")
     assert status == "404 Not Found"
     assert body.decode() == f"404 Not Found: no route for this host and path\nrequest id: {headers['X-Request-Id']}\n"

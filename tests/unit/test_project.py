@@ -43,9 +43,21 @@ def test_every_config_key_is_documented_in_the_readme() -> None:
     for f in fields(c.HealthCheck):
         name = "start" if f.name == "start_healthy" else f.name
         assert re.search(rf"\b{name}: ", readme), f"HealthCheck.{f.name}"
+    for f in fields(c.AdminSettings):
+        assert f"`admin.{f.name}`" in readme, f"AdminSettings.{f.name}"
     for f in fields(c.HTTPSListener):
         name = "address" if f.name == "addresses" else f.name
         assert f"`https.{name}`" in readme, f"HTTPSListener.{f.name}"
     for key in ("redirect_https", "hsts", "client_cert", "servers", "keepalive", "host", "path", "upstream", "respond", "strip_prefix", "host_header", "http",
                 "balance", "hash_on", "max_connections", "health", "sticky.cookie", "timeouts.total", "tls.ca"):
         assert f"`{key}`" in readme, key
+
+
+def test_every_file_the_package_needs_is_installed() -> None:
+    """setup.py finds the packages; data files must be named in package_data (tests run from the checkout)."""
+    setup_py = (ROOT / "setup.py").read_text()
+    assert 'find_packages(include=["simpleproxy", "simpleproxy.*"])' in setup_py
+    for path in (ROOT / "simpleproxy").rglob("*"):
+        if path.is_file() and path.suffix not in (".py", ".pyc", ".png") and "__pycache__" not in path.parts:
+            package = ".".join(path.parent.relative_to(ROOT).parts)
+            assert re.search(rf'"{re.escape(package)}": \[[^]]*"\*{re.escape(path.suffix)}"', setup_py), path

@@ -1,0 +1,137 @@
+"""Request figures kept cheaply on the hot path, exposed in the Prometheus text format at scrape time.
+
+A request costs one lock and a few dict increments here; everything else
+(upstream health and load, cache sizes, connections, the worker queue) is
+read from the live objects when ``/metrics`` is scraped. The exposition
+format is written by ``prometheus_client`` (the ``metrics`` extra), which
+does that job better than code we would keep.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from typing import Any, Callable, Iterator
+
+#: seconds; Prometheus's default buckets, which suit a proxy's range from cache hits to slow backends
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def route_label(host: str | None, path: str) -> str:
+    """A route's name in metrics: ``app.example.com/api``, ``*/`` (stable when routes move)."""
+    return f"{host or '*'}{path}"
+
+
+class RequestStats:
+    """Counts by (route, status), a latency histogram by route, and cache outcomes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests: dict[tuple[str, str], int] = {}
+        self.latency: dict[str, list[float]] = {}  #: route -> bucket counts, then +Inf, then the sum
+        self.cache: dict[tuple[str, str], int] = {}
+
+    def record(self, route: str, status: str, seconds: float, cache: str) -> None:
+        index = bisect.bisect_left(BUCKETS, seconds)
+        with self._lock:
+            key = (route, status)
+            self.requests[key] = self.requests.get(key, 0) + 1
+            buckets = self.latency.get(route)
+            if buckets is None:
+                buckets = self.latency[route] = [0.0] * (len(BUCKETS) + 2)
+            buckets[index] += 1
+            buckets[-1] += seconds
+            if cache != "-":
+                ckey = (route, cache)
+                self.cache[ckey] = self.cache.get(ckey, 0) + 1
+
+    def snapshot(self) -> tuple[dict, dict, dict]:
+        with self._lock:
+            return dict(self.requests), {k: list(v) for k, v in self.latency.items()}, dict(self.cache)
+
+
+class Collector:
+    """A ``prometheus_client`` collector over the stats and the live server state."""
+
+    def __init__(self, stats: RequestStats, state: Callable[[], Any], server: Callable[[], Any]) -> None:
+        self.stats = stats
+        self.state = state  #: the current ProxyState (it changes on reload)
+        self.server = server  #: the ProxyServer, or None when embedded
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+        requests, latency, cache = self.stats.snapshot()
+        counted = CounterMetricFamily("simpleproxy_requests", "Requests answered, by route and status", labels=["route", "status"])
+        for (route, status), count in sorted(requests.items()):
+            counted.add_metric([route, status], count)
+        yield counted
+        timed = HistogramMetricFamily("simpleproxy_request_duration_seconds", "Time to the end of the answer", labels=["route"])
+        for route, counts in sorted(latency.items()):
+            cumulative, running = [], 0.0
+            for bound, count in zip((*map(str, BUCKETS), "+Inf"), counts[:-1], strict=True):
+                running += count
+                cumulative.append((bound, running))
+            timed.add_metric([route], cumulative, counts[-1])
+        yield timed
+        cached = CounterMetricFamily("simpleproxy_cache_results", "What the cache did, by route", labels=["route", "result"])
+        for (route, result), count in sorted(cache.items()):
+            cached.add_metric([route, result], count)
+        yield cached
+        yield from self._upstreams()
+        yield from self._caches()
+        yield from self._server()
+
+    def _upstreams(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        up = GaugeMetricFamily("simpleproxy_upstream_server_up", "1 when a server may take requests", labels=["upstream", "server"])
+        flight = GaugeMetricFamily("simpleproxy_upstream_in_flight", "Requests in flight per server", labels=["upstream", "server"])
+        retries = CounterMetricFamily("simpleproxy_upstream_retries", "Requests resent to another server", labels=["upstream"])
+        for name, upstream in sorted(self.state().upstreams.items()):
+            for server in upstream.servers:
+                up.add_metric([name, server.name], 1 if server.available() else 0)
+                flight.add_metric([name, server.name], server.in_flight)
+            retries.add_metric([name], upstream.retried)
+        yield from (up, flight, retries)
+
+    def _caches(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        size = GaugeMetricFamily("simpleproxy_cache_bytes", "Bytes counted in each cache store", labels=["store"])
+        limit = GaugeMetricFamily("simpleproxy_cache_max_bytes", "Each store's budget", labels=["store"])
+        entries = GaugeMetricFamily("simpleproxy_cache_entries", "Stored responses", labels=["store"])
+        evictions = CounterMetricFamily("simpleproxy_cache_evictions", "Responses evicted to make room", labels=["store"])
+        for name, store in store_names(self.state().caches):
+            size.add_metric([name], store.size)
+            limit.add_metric([name], store.max_size)
+            entries.add_metric([name], len(store))
+            evictions.add_metric([name], store.evictions)
+        yield from (size, limit, entries, evictions)
+
+    def _server(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        server = self.server()
+        if server is None:
+            return
+        yield GaugeMetricFamily("simpleproxy_open_connections", "Client connections open", value=server.open_connections())
+        yield GaugeMetricFamily("simpleproxy_busy_threads", "Worker threads serving a request", value=server.busy_threads())
+        yield GaugeMetricFamily("simpleproxy_queue_depth", "Requests waiting for a worker thread", value=server.queue_depth())
+        yield GaugeMetricFamily("simpleproxy_draining", "1 while stopping", value=1 if server.draining else 0)
+
+
+def store_names(caches: Any) -> list[tuple[str, Any]]:
+    """Each cache store with a name for it: ``shared``, or the host/path of the route that owns it."""
+    named = [("shared", caches.shared)] if caches.shared is not None else []
+    named += [(route_label(host, path), store) for (host, path), store in caches.own.items()]
+    return named
+
+
+def exposition(collector: Collector) -> tuple[bytes, str]:
+    """The Prometheus text exposition and its content type; ImportError without the extra."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,120 @@
+"""Stopping well: a drain lets requests in flight finish, refuses new ones, and ends."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from conftest import LONG_TIMEOUT, SHORT_TIMEOUT, read_request, single_upstream
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def slow_backend(raw_backend, body: bytes = b"slow and whole"):
+    """A backend that answers only when the test releases it."""
+    arrived: queue.Queue = queue.Queue()
+
+    def script(conn: socket.socket) -> None:
+        while read_request(conn):
+            arrived.put(True)
+            backend.release.wait(LONG_TIMEOUT)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    backend = raw_backend(script)
+    return backend, arrived
+
+
+def fetch(port: int, results: list) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=LONG_TIMEOUT)
+    try:
+        conn.request("GET", "/slow")
+        response = conn.getresponse()
+        results.append((response.status, response.read()))
+    except (OSError, http.client.HTTPException) as exc:
+        results.append(exc)
+    finally:
+        conn.close()
+
+
+def test_a_drain_finishes_the_request_in_flight_and_refuses_new_ones(raw_backend, proxy) -> None:
+    backend, arrived = slow_backend(raw_backend)
+    p = proxy(single_upstream(backend.url))
+    idle = http.client.HTTPConnection("127.0.0.1", p.port, timeout=SHORT_TIMEOUT)
+    idle.request("GET", "/warm")  # a keep-alive client that will sit idle
+    backend.release.set()
+    idle.getresponse().read()
+    assert arrived.get(timeout=SHORT_TIMEOUT)  # (the warm-up's arrival)
+    backend.release.clear()
+    results: list = []
+    client = threading.Thread(target=fetch, args=(p.port, results))
+    client.start()
+    assert arrived.get(timeout=SHORT_TIMEOUT)  # in flight at the backend
+    p.server.drain(LONG_TIMEOUT)
+    assert p.server.listeners_closed.wait(SHORT_TIMEOUT)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", p.port), timeout=SHORT_TIMEOUT)
+    backend.release.set()
+    client.join(LONG_TIMEOUT)
+    assert results == [(200, b"slow and whole")]
+    assert p._thread.join(SHORT_TIMEOUT) is None and not p._thread.is_alive()  # the server ended by itself
+    with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
+        idle.request("GET", "/again")  # the idle keep-alive connection was closed
+        idle.getresponse()
+    idle.close()
+
+
+def test_a_drain_cuts_what_outlives_the_drain_time(raw_backend, proxy) -> None:
+    backend, arrived = slow_backend(raw_backend)
+    p = proxy(single_upstream(backend.url))
+    results: list = []
+    client = threading.Thread(target=fetch, args=(p.port, results))
+    client.start()
+    assert arrived.get(timeout=SHORT_TIMEOUT)
+    p.server.drain(0.2)
+    p._thread.join(LONG_TIMEOUT)
+    assert not p._thread.is_alive()
+    client.join(LONG_TIMEOUT)
+    assert isinstance(results[0], Exception)  # cut, never a complete-looking answer
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals; Windows uses Ctrl-Break")
+def test_sigterm_drains_then_exits_0(raw_backend, tmp_path) -> None:
+    backend, arrived = slow_backend(raw_backend)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp_path / "c.yaml"
+    config.write_text(f"listen: {{http: '127.0.0.1:{port}'}}\nupstreams: {{app: {{servers: ['{backend.url}']}}}}\n"
+                      "routes: [{upstream: app}]\nserver: {drain_time: 20s}\nlog: {access: 'off'}\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "simpleproxy", "run", "--config", str(config)],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            if "listening on" in line:
+                break
+        results: list = []
+        client = threading.Thread(target=fetch, args=(port, results))
+        client.start()
+        assert arrived.get(timeout=LONG_TIMEOUT)
+        proc.send_signal(signal.SIGTERM)
+        for line in proc.stderr:  # type: ignore[union-attr]
+            if "draining" in line:
+                break
+        backend.release.set()
+        client.join(LONG_TIMEOUT)
+        assert results == [(200, b"slow and whole")]
+        assert proc.wait(LONG_TIMEOUT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()  # type: ignore[union-attr]
