@@ -30,7 +30,9 @@ setup(
     extras_require={
         # /metrics on the admin listener writes the Prometheus format with prometheus_client
         "metrics": ["prometheus_client>=0.17"],
-        "test": ["pytest>=7.4", "pytest-timeout>=2.1", "trustme>=1.0", "prometheus_client>=0.17"],
+        # rate_limit.store: redis://... shares the buckets between instances and worker processes
+        "redis": ["redis>=5.0"],
+        "test": ["pytest>=7.4", "pytest-timeout>=2.1", "trustme>=1.0", "prometheus_client>=0.17", "redis>=5.0"],
     },
     entry_points={"console_scripts": ["simpleproxy = simpleproxy.cli:main"]},
     classifiers=[

@@ -22,13 +22,15 @@ from typing import Any, Callable, Iterable, Sequence
 
 from .cache import Caches, build_caches
 from .config import Config
-from .errors import ClientError, ProxyError
+from .errors import ClientError, ProxyError, RateLimited
 from .headers import ForwardingHeaders
 from .observe.accesslog import AccessLog
 from .observe.metrics import RequestStats
 from .request import Request
 from .response import FixedResponder, Response
+from .ratelimit import build_limiters
 from .routing import Route, RouteTable
+from .security.access import AccessFilter
 from .tls.routes import TLSRouteFilter
 from .tls.routes import needs_filter as needs_tls_filter
 from .upstream.forward import StreamingBody, UpstreamHandler
@@ -53,9 +55,12 @@ def compose(filters: Sequence[Filter], terminal: Handler) -> Handler:
 class ProxyState:
     """Route table, upstream pools and header policy for one configuration."""
 
-    def __init__(self, config: Config, clock: Callable[[], float] = time.time, previous: ProxyState | None = None) -> None:
-        """``previous``: the state this one replaces on a reload; what did not change is taken
-        over (upstream pools with their connections and health, stored responses)."""
+    def __init__(
+        self, config: Config, clock: Callable[[], float] | None = None, previous: ProxyState | None = None
+    ) -> None:
+        """``clock``: seconds, for the cache and the limits (real time when None; tests pass a fake).
+        ``previous``: the state this one replaces on a reload; what did not change is taken
+        over (upstream pools with their connections and health, stored responses, buckets)."""
         self.config = config
         self.max_body = config.server.max_request_body
         self.headers = ForwardingHeaders(config.headers)
@@ -65,7 +70,15 @@ class ProxyState:
             for name, cfg in config.upstreams.items()
         }
         self.caches: Caches
-        self.caches, cache_filters = build_caches(config, clock, previous.caches if previous is not None else None)
+        self.caches, cache_filters = build_caches(
+            config, clock or time.time, previous.caches if previous is not None else None
+        )
+        self.limit_stores: dict[Any, Any]
+        limit_filters, self.limit_stores = build_limiters(
+            config, clock or time.monotonic, previous.limit_stores if previous is not None else None
+        )
+        self.limit_filters = limit_filters  #: by route key
+        global_access = AccessFilter(config.access) if config.access is not None else None
         self.cache_filters = cache_filters  #: by route key, for routes with ``cache:``
         #: where redirect_https sends clients; the server sets the port it really bound
         self.https_port = config.https.addresses[0][1] if config.https else 443
@@ -78,6 +91,12 @@ class ProxyState:
                 upstream = self.upstreams[route_config.upstream]  # type: ignore[index]
                 terminal = UpstreamHandler(route_config, upstream, self.headers, self.max_body)
             filters: list[Filter] = []
+            if global_access is not None:
+                filters.append(global_access)
+            if route_config.access is not None:
+                filters.append(AccessFilter(route_config.access))
+            if route_config.key in limit_filters:
+                filters.append(limit_filters[route_config.key])
             if needs_tls_filter(route_config):
                 filters.append(TLSRouteFilter(route_config, lambda: self.https_port))
             if route_config.key in cache_filters:
@@ -101,13 +120,16 @@ class ProxyState:
         for upstream in self.upstreams.values():
             if not any(upstream is other for other in kept):
                 upstream.close()
+        if successor is None:  # on a reload the successor closed the stores it did not keep
+            for store in self.limit_stores.values():
+                store.close()
 
 
 class ProxyApp:
     """``ProxyApp(config)`` is a WSGI application that proxies by the config's routes."""
 
     def __init__(
-        self, config: Config, access_log: AccessLog | None = None, clock: Callable[[], float] = time.time
+        self, config: Config, access_log: AccessLog | None = None, clock: Callable[[], float] | None = None
     ) -> None:
         """``clock`` (seconds since the epoch) is what the cache reads; tests pass a fake one."""
         self.clock = clock
@@ -126,11 +148,14 @@ class ProxyApp:
         try:
             request = Request(environ, state.max_body, started)
             request.request_id = state.request_id(environ, request.client)
+            request.client_ip = state.headers.client_ip(environ, request.client)
             route = state.table.match(request.host, request.path)
             request.route = route
             response = route.handler(request)
         except ProxyError as exc:
             response = self._error_response(exc, environ, request)
+            if isinstance(exc, RateLimited):
+                response.limit = "rejected"
         except Exception:  # a bug: log it whole, tell the client little
             rid = request.get_request_id() if request else ""
             log.exception("internal error serving %s (request id %s)", environ.get("REQUEST_URI", ""), rid)
@@ -153,11 +178,14 @@ class ProxyApp:
         """The answer has gone out (or its body ended): count it, log it."""
         seconds = time.perf_counter() - started
         route = request.route if request is not None else None
-        self.stats.record(route.label if route is not None else "-", response.status[:3], seconds, response.cache)
+        self.stats.record(route.label if route is not None else "-", response.status[:3], seconds, response.cache,
+                          response.limit)
         if self.access_log.stream is not None:
             key = route.config.key if route is not None else "-"
             rid = request.request_id if request is not None else "-"
-            self.access_log.log(environ, response.status, size, seconds, response.upstream, rid, key, response.cache)
+            client = request.client_ip if request is not None else environ.get("REMOTE_ADDR", "-")
+            self.access_log.log(environ, response.status, size, seconds, response.upstream, rid, key, response.cache,
+                                response.limit, client)
 
     def _done_streaming(
         self, environ: dict[str, Any], request: Request | None, response: Response, started: float, body: StreamingBody

@@ -171,6 +171,30 @@ class RouteCache:
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    """``rate_limit:`` at the top (every request) or on a route: a token bucket per key."""
+
+    where: str  #: "rate_limit" or "routes[2].rate_limit": names the limit in logs and Redis keys
+    rate: float  #: tokens per second
+    rate_text: str  #: as written ("100/s"), for headers and explanations
+    burst: int = 1  #: the bucket: requests that may pass at once (1: strictly at the rate)
+    #: what a bucket is per: client_ip, host, route, header:NAME, or several of them
+    key: tuple[str, ...] = ("client_ip",)
+    mode: str = "reject"  #: reject (429 past the burst) or delay (space a burst out at the rate)
+    store: str = "memory"  #: memory, or redis://host:port/db shared by every instance
+    on_store_error: str = "allow"  #: when Redis does not answer: allow or deny (503)
+    max_keys: int = 100_000  #: buckets the memory store keeps; the least recently used go first
+
+
+@dataclass(frozen=True)
+class AccessRules:
+    """``access:`` at the top or on a route: CIDR allow and deny lists (IPv4 and IPv6)."""
+
+    allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()  #: if given, only these
+    deny: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()  #: never these
+
+
+@dataclass(frozen=True)
 class RouteConfig:
     key: str  #: ``routes[3]``, for messages
     host: str | None  #: lower-case exact name, ``*.suffix``, or None for any host
@@ -189,6 +213,8 @@ class RouteConfig:
     hsts_subdomains: bool = False  #: ... with includeSubDomains
     #: None: no client certificate needed; () any verified one; else the subjects allowed
     client_cert: tuple[str, ...] | None = None
+    rate_limit: RateLimit | None = None
+    access: AccessRules | None = None
 
 
 @dataclass(frozen=True)
@@ -243,6 +269,8 @@ class Config:
     log: LogSettings = LogSettings()
     cache: CacheSettings = CacheSettings()
     admin: AdminSettings = AdminSettings()
+    rate_limit: RateLimit | None = None  #: applies to every request, before a route's own
+    access: AccessRules | None = None  #: applies to every request, before a route's own
     upstreams: dict[str, UpstreamConfig] = field(default_factory=dict)
     routes: tuple[RouteConfig, ...] = ()
     source: str = "<memory>"

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from .config import (
     DEFAULT_LISTEN,
+    AccessRules,
     AdminSettings,
     CacheSettings,
     Certificate,
@@ -19,6 +20,7 @@ from .config import (
     LogSettings,
     PassiveHealth,
     Respond,
+    RateLimit,
     RetryPolicy,
     RouteCache,
     RouteConfig,
@@ -40,6 +42,7 @@ from .config_walk import (
     to_text,
 )
 from .errors import ConfigError
+from .ratelimit.bucket import parse_rate
 from .request import normalize_path
 from .units import is_valid_host, parse_address, parse_duration, parse_network, parse_size
 from .upstream.balance import POLICIES
@@ -62,6 +65,10 @@ def _read_config(root: Section, source: str) -> Config:
     log = _read_log(root.section("log"))
     cache = _read_cache(root.section("cache"))
     admin = _read_admin(root.section("admin"))
+    rate_limit = _read_rate_limit(root.section("rate_limit")) if root.has("rate_limit") else None
+    root.taken.add("rate_limit")
+    access = _read_access(root.section("access")) if root.has("access") else None
+    root.taken.add("access")
     upstreams: dict[str, UpstreamConfig] = {}
     ups = root.section("upstreams")
     for name in ups.data:
@@ -83,7 +90,7 @@ def _read_config(root: Section, source: str) -> Config:
     root.done()
     return Config(
         listen=listen, https=https, server=server, headers=headers, log=log, cache=cache, admin=admin,
-        upstreams=upstreams,
+        rate_limit=rate_limit, access=access, upstreams=upstreams,
         routes=routes, source=source,
     )
 
@@ -217,6 +224,73 @@ def _read_log(s: Section) -> LogSettings:
     )
     s.done()
     return settings
+
+
+def _read_rate_limit(s: Section) -> RateLimit | None:
+    d = RateLimit("", 1.0, "")
+    rate_text = s.get("rate", to_text, "")
+    rate = 0.0
+    if not s.has("rate"):
+        s.walker.error(s.key("rate"), "a rate limit needs a rate, like 100/s or 6000/min")
+    elif rate_text:
+        try:
+            rate = parse_rate(rate_text)
+        except ValueError as exc:
+            s.walker.error(s.key("rate"), str(exc))
+    store = s.get("store", _limit_store, d.store)
+    limit = RateLimit(
+        where=s.path,
+        rate=rate,
+        rate_text=rate_text,
+        burst=s.get("burst", int_between(1, 10_000_000), d.burst),
+        key=s.get("key", _limit_key, d.key),
+        mode=s.get("mode", one_of("reject", "delay"), d.mode),
+        store=store,
+        on_store_error=s.get("on_store_error", one_of("allow", "deny"), d.on_store_error),
+        max_keys=s.get("max_keys", int_between(100, 100_000_000), d.max_keys),
+    )
+    if rate and limit.mode == "delay" and (limit.burst - 1) / rate > 60:
+        s.walker.error(s.key("burst"), "delay mode would hold a request for more than a minute; lower burst")
+    s.done()
+    return limit if rate else None
+
+
+def _limit_store(value: object) -> str:
+    text = to_text(value)
+    if text == "memory":
+        return text
+    if not text.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"expected memory or redis://host:port/db, got {value!r}")
+    try:
+        import redis  # noqa: F401  (the 'redis' extra)
+    except ImportError:
+        raise ValueError("a Redis store needs the redis extra: pip install 'simpleproxy[redis]'") from None
+    return text
+
+
+def _limit_key(value: object) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else [value]
+    parts = []
+    for item in items:
+        text = to_text(item)
+        if text not in ("client_ip", "host", "route") and not re.fullmatch(r"header:[A-Za-z0-9_-]+", text):
+            raise ValueError(f"expected client_ip, host, route, header:NAME or a list of them, got {item!r}")
+        parts.append(text)
+    return tuple(parts)
+
+
+def _read_access(s: Section) -> AccessRules:
+    lists: dict[str, list] = {"allow": [], "deny": []}
+    for name, found in lists.items():
+        for key, value in s.items(name):
+            try:
+                found.append(parse_network(value))
+            except ValueError as exc:
+                s.walker.error(key, str(exc))
+    if not s.has("allow") and not s.has("deny"):
+        s.walker.error(s.path, "give allow, deny or both (lists of addresses or CIDR networks)")
+    s.done()
+    return AccessRules(tuple(lists["allow"]), tuple(lists["deny"]))
 
 
 def _read_admin(s: Section) -> AdminSettings:
@@ -525,6 +599,10 @@ def _read_route(s: Section, upstream_names: dict) -> RouteConfig | None:
         if cache is not None and respond is not None:
             s.walker.error(s.key("cache"), "a route with 'respond' has nothing to cache")
     s.taken.add("cache")
+    rate_limit = _read_rate_limit(s.section("rate_limit")) if s.has("rate_limit") else None
+    s.taken.add("rate_limit")
+    access = _read_access(s.section("access")) if s.has("access") else None
+    s.taken.add("access")
     client_cert = None
     if s.has("client_cert"):
         value = s.data["client_cert"]
@@ -549,6 +627,8 @@ def _read_route(s: Section, upstream_names: dict) -> RouteConfig | None:
         hsts=s.get("hsts", to_positive_duration, None),
         hsts_subdomains=s.get("hsts_subdomains", to_bool, False),
         client_cert=client_cert,
+        rate_limit=rate_limit,
+        access=access,
     )
     s.done()
     return route

@@ -68,6 +68,13 @@ class NotInCache(ClientError):
     reason = "Gateway Timeout"
 
 
+class StoreUnavailableError(ProxyError):
+    """A shared rate-limit store did not answer and the limit says ``on_store_error: deny``."""
+
+    status = 503
+    reason = "Service Unavailable"
+
+
 class UpstreamError(ProxyError):
     """The backend failed us; counted against the backend, not the client."""
 

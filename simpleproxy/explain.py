@@ -43,6 +43,7 @@ def explain(config: Config, url: str, method: str = "GET", headers: dict[str, st
     r = route.config
     site = "any host" if r.host is None else ("wildcard " if r.host.startswith("*.") else "exact host ") + r.host
     out.append(f"  route     {r.key}: {site}, path prefix {r.path}")
+    _rules(out, config, r)
     status = _tls(out, r, request)
     if status:
         return status, "\n".join(out)
@@ -52,9 +53,24 @@ def explain(config: Config, url: str, method: str = "GET", headers: dict[str, st
     upstream = config.upstreams[r.upstream or ""]
     _upstream(out, r, route, request, upstream)
     _cache(out, r, request)
-    out.append("  limits    none apply (rate limits are not configured)")
     out.append("  waf       no rules apply")
     return 0, "\n".join(out)
+
+
+def _rules(out: list[str], config: Config, r: RouteConfig) -> None:
+    """Access lists and rate limits, the global ones first, as the filters apply them."""
+    for rules, where in ((config.access, "everywhere"), (r.access, "this route")):
+        if rules is not None:
+            parts = [f"allow only {', '.join(map(str, rules.allow))}"] if rules.allow else []
+            parts += [f"deny {', '.join(map(str, rules.deny))}"] if rules.deny else []
+            out.append(f"  access    {'; '.join(parts)} ({where})")
+    limits = [limit for limit in (config.rate_limit, r.rate_limit) if limit is not None]
+    for limit in limits:
+        store = "" if limit.store == "memory" else f", shared in Redis (on error: {limit.on_store_error})"
+        out.append(f"  limits    {limit.where}: {limit.rate_text}, burst {limit.burst}, per {'+'.join(limit.key)}"
+                   f" ({limit.mode}){store}")
+    if not limits:
+        out.append("  limits    none")
 
 
 def _tls(out: list[str], r: RouteConfig, request: Request) -> int:

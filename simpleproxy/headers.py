@@ -69,6 +69,14 @@ def _field_name(key: str) -> str | None:
     return name
 
 
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 class ForwardingHeaders:
     """The per-configuration part of header handling: trust and options."""
 
@@ -95,6 +103,24 @@ class ForwardingHeaders:
             if len(self._trust_cache) < _NAME_CACHE_LIMIT:
                 self._trust_cache[address] = known
         return known
+
+    def client_ip(self, environ: dict[str, Any], peer: str) -> str:
+        """The client's address: the peer's, or, when the peer is a trusted proxy, the first
+        address in ``X-Forwarded-For`` (read from the right) that is not itself trusted."""
+        if not self._trusted or not self.is_trusted(peer):
+            return peer
+        chain = environ.get("HTTP_X_FORWARDED_FOR")
+        if not chain:
+            return peer
+        client = peer
+        for hop in reversed(chain.split(",")):
+            hop = hop.strip()
+            if not _is_address(hop):
+                break  # garbage in the chain: trust nothing left of it
+            client = hop
+            if not self.is_trusted(hop):
+                break  # the first address no trusted proxy vouches for is the client
+        return client
 
     def request_head(
         self, environ: dict[str, Any], method: str, target: str, host: str, client: str,

@@ -92,7 +92,7 @@ class Request:
     """What the filters and the upstream handler need to know about one request."""
 
     __slots__ = (
-        "environ", "method", "host", "authority", "path", "query", "client", "scheme",
+        "environ", "method", "host", "authority", "path", "query", "client", "client_ip", "scheme",
         "content_length", "started", "request_id", "route",
     )
 
@@ -102,7 +102,9 @@ class Request:
         self.request_id = ""
         self.route: Any = None
         self.method: str = environ["REQUEST_METHOD"]
-        self.client: str = environ.get("REMOTE_ADDR", "")
+        self.client: str = environ.get("REMOTE_ADDR", "")  #: the direct peer
+        #: the client as the proxy trusts it: the peer, or what trusted proxies say (the app sets it)
+        self.client_ip: str = self.client
         self.scheme: str = environ.get("wsgi.url_scheme", "http")
         target = environ.get("REQUEST_URI") or _target_from_cgi(environ)
         split = _targets.get(target)

@@ -9,7 +9,7 @@ from .config import Respond
 
 
 class Response:
-    __slots__ = ("status", "headers", "body", "upstream", "own_headers", "cache")
+    __slots__ = ("status", "headers", "body", "upstream", "own_headers", "cache", "limit")
 
     def __init__(
         self, status: str, headers: list[tuple[str, str]], body: Iterable[bytes], upstream: str = "-"
@@ -21,6 +21,8 @@ class Response:
         self.own_headers: list[tuple[str, str]] | None = None
         #: what the cache did, for the access log: hit, miss, stale, revalidated, bypass; "-" for none
         self.cache = "-"
+        #: what the rate limits did: passed, delayed, rejected; "-" for none
+        self.limit = "-"
         #: a list when the whole body is known, else an iterable with ``close()``
         self.body = body
         self.upstream = upstream  #: the server that answered, "-" for a local answer

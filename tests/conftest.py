@@ -239,3 +239,47 @@ def single_upstream(url: str, **route: Any) -> dict[str, Any]:
         "upstreams": {"app": {"servers": [{"url": url}], "timeouts": timeouts}},
         "routes": [{"path": "/", "upstream": "app", **route}],
     }
+
+
+class RedisServer:
+    """A real redis-server on 127.0.0.1 and a free port, without persistence."""
+
+    def __init__(self) -> None:
+        import shutil
+        import subprocess
+        import time
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("needs redis-server (Debian: apt-get install redis-server; .ci/run installs it)")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + LONG_TIMEOUT
+        while True:  # ready-check: until it answers PING
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=SHORT_TIMEOUT) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(SHORT_TIMEOUT)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    yield server
+    server.stop()

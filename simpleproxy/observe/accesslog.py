@@ -68,27 +68,29 @@ class AccessLog:
 
     def log(
         self, environ: dict[str, Any], status: str, size: int, duration: float, upstream: str,
-        request_id: str = "-", route: str = "-", cache: str = "-",
+        request_id: str = "-", route: str = "-", cache: str = "-", limit: str = "-", client: str | None = None,
     ) -> None:
+        """``client``: the address the proxy trusts (the peer's unless a trusted proxy named another)."""
         if self.stream is None:
             return
         get = environ.get
         target = get("REQUEST_URI") or get("PATH_INFO", "")
+        client = client or get("REMOTE_ADDR", "-")
         if self.json:
             line = json.dumps({
-                "time": self._timestamp(), "client": get("REMOTE_ADDR", "-"), "method": get("REQUEST_METHOD", "-"),
+                "time": self._timestamp(), "client": client, "method": get("REQUEST_METHOD", "-"),
                 "target": target, "protocol": get("SERVER_PROTOCOL", "-"), "status": int(status[:3]),
                 "bytes": size, "referer": get("HTTP_REFERER"), "user_agent": get("HTTP_USER_AGENT"),
                 "duration": round(duration, 6), "upstream": upstream, "request_id": request_id, "route": route,
-                "cache": cache,
+                "cache": cache, "limit": limit,
             }) + "\n"
         else:
             esc = _ESCAPES
             line = (
-                f'{get("REMOTE_ADDR", "-")} - - [{self._timestamp()}] '
+                f'{client} - - [{self._timestamp()}] '
                 f'"{get("REQUEST_METHOD", "-").translate(esc)} {target.translate(esc)} {get("SERVER_PROTOCOL", "-")}" '
                 f'{status[:3]} {size} "{get("HTTP_REFERER", "-").translate(esc)}" '
-                f'"{get("HTTP_USER_AGENT", "-").translate(esc)}" {duration:.4f} {upstream} {request_id} {route} {cache}\n'
+                f'"{get("HTTP_USER_AGENT", "-").translate(esc)}" {duration:.4f} {upstream} {request_id} {route} {cache} {limit}\n'
             )
         self._queue.append(line)
         if self._flusher_generation != forks.generation:

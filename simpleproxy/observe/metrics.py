@@ -30,8 +30,9 @@ class RequestStats:
         self.requests: dict[tuple[str, str], int] = {}
         self.latency: dict[str, list[float]] = {}  #: route -> bucket counts, then +Inf, then the sum
         self.cache: dict[tuple[str, str], int] = {}
+        self.limits: dict[tuple[str, str], int] = {}
 
-    def record(self, route: str, status: str, seconds: float, cache: str) -> None:
+    def record(self, route: str, status: str, seconds: float, cache: str, limit: str = "-") -> None:
         index = bisect.bisect_left(BUCKETS, seconds)
         with self._lock:
             key = (route, status)
@@ -44,10 +45,17 @@ class RequestStats:
             if cache != "-":
                 ckey = (route, cache)
                 self.cache[ckey] = self.cache.get(ckey, 0) + 1
+            if limit != "-":
+                lkey = (route, limit)
+                self.limits[lkey] = self.limits.get(lkey, 0) + 1
 
     def snapshot(self) -> tuple[dict, dict, dict]:
         with self._lock:
             return dict(self.requests), {k: list(v) for k, v in self.latency.items()}, dict(self.cache)
+
+    def limit_snapshot(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            return dict(self.limits)
 
 
 class Collector:
@@ -78,6 +86,11 @@ class Collector:
         for (route, result), count in sorted(cache.items()):
             cached.add_metric([route, result], count)
         yield cached
+        limited = CounterMetricFamily("simpleproxy_rate_limit_results", "What the rate limits did: passed, delayed, rejected",
+                                      labels=["route", "result"])
+        for (route, result), count in sorted(self.stats.limit_snapshot().items()):
+            limited.add_metric([route, result], count)
+        yield limited
         yield from self._upstreams()
         yield from self._caches()
         yield from self._server()

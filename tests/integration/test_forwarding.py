@@ -164,8 +164,8 @@ def test_access_log_line_per_request(backends, proxy) -> None:
     (line,) = p.log_lines()
     assert line.startswith("127.0.0.1 - - [")
     assert '"GET /logged?q=1 HTTP/1.1" 200 ' in line
-    upstream, request_id, route, cache = line.split()[-4:]
-    assert upstream == backend.url.removeprefix("http://") and (route, cache) == ("routes[0]", "-")
+    upstream, request_id, route, cache, limit = line.split()[-5:]
+    assert upstream == backend.url.removeprefix("http://") and (route, cache, limit) == ("routes[0]", "-", "-")
     assert request_id == response.getheader("X-Request-Id")
     assert '"tester/1"' in line
 

@@ -43,6 +43,10 @@ def test_every_config_key_is_documented_in_the_readme() -> None:
     for f in fields(c.HealthCheck):
         name = "start" if f.name == "start_healthy" else f.name
         assert re.search(rf"\b{name}: ", readme), f"HealthCheck.{f.name}"
+    for cls in (c.RateLimit, c.AccessRules):
+        for f in fields(cls):
+            if f.name not in ("where", "rate_text"):
+                assert f"| `{f.name}` |" in readme, f"{cls.__name__}.{f.name}"
     for f in fields(c.AdminSettings):
         assert f"`admin.{f.name}`" in readme, f"AdminSettings.{f.name}"
     for f in fields(c.HTTPSListener):

@@ -1,0 +1,1 @@
+"""Access rules: CIDR allow and deny lists (:mod:`.access`)."""

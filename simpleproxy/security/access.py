@@ -1,0 +1,43 @@
+"""CIDR allow and deny lists, global and per route, on the client address the proxy trusts."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Callable
+
+from ..config import AccessRules
+from ..errors import Forbidden
+from ..request import Request
+from ..response import Response
+
+Handler = Callable[[Request], Response]
+_MEMO_LIMIT = 4096
+
+
+class AccessFilter:
+    """403 unless the client is in ``allow`` (when given) and not in ``deny``; answers memoised per address."""
+
+    def __init__(self, rules: AccessRules) -> None:
+        self.allow = rules.allow
+        self.deny = rules.deny
+        self._known: dict[str, bool] = {}
+
+    def permits(self, address: str) -> bool:
+        known = self._known.get(address)
+        if known is None:
+            try:
+                ip = ipaddress.ip_address(address)
+                if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+                    ip = ip.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1
+                known = (not self.allow or any(ip in net for net in self.allow)) and not any(ip in net for net in self.deny)
+            except ValueError:
+                known = not self.allow  # not an address (a UNIX socket peer): only an allow list refuses it
+            if len(self._known) >= _MEMO_LIMIT:
+                self._known.clear()
+            self._known[address] = known
+        return known
+
+    def __call__(self, request: Request, next: Handler) -> Response:
+        if not self.permits(request.client_ip):
+            raise Forbidden("access denied for this client address")
+        return next(request)
