@@ -31,6 +31,7 @@ from .response import FixedResponder, Response
 from .ratelimit import build_limiters
 from .routing import Route, RouteTable
 from .security.access import AccessFilter
+from .security.waf import baseline_rules, waf_filter
 from .tls.routes import TLSRouteFilter
 from .tls.routes import needs_filter as needs_tls_filter
 from .upstream.forward import StreamingBody, UpstreamHandler
@@ -79,6 +80,7 @@ class ProxyState:
         )
         self.limit_filters = limit_filters  #: by route key
         global_access = AccessFilter(config.access) if config.access is not None else None
+        baseline = baseline_rules()
         self.cache_filters = cache_filters  #: by route key, for routes with ``cache:``
         #: where redirect_https sends clients; the server sets the port it really bound
         self.https_port = config.https.addresses[0][1] if config.https else 443
@@ -95,6 +97,9 @@ class ProxyState:
                 filters.append(global_access)
             if route_config.access is not None:
                 filters.append(AccessFilter(route_config.access))
+            waf = waf_filter(config.waf, route_config.waf, baseline)
+            if waf is not None:
+                filters.append(waf)
             if route_config.key in limit_filters:
                 filters.append(limit_filters[route_config.key])
             if needs_tls_filter(route_config):

@@ -195,6 +195,23 @@ class AccessRules:
 
 
 @dataclass(frozen=True)
+class WAFRule:
+    """One rule of ``waf.rules``; ``match`` is kept as written and compiled by security/waf.py."""
+
+    name: str
+    match: Any
+    action: str = "deny"  #: deny (403), allow (skip the rules after it), log
+
+
+@dataclass(frozen=True)
+class WAFSettings:
+    """``waf:`` at the top (every request) or on a route."""
+
+    rules: tuple[WAFRule, ...] = ()
+    baseline: bool = False  #: also run the built-in rule set (security/waf.py BASELINE)
+
+
+@dataclass(frozen=True)
 class RouteConfig:
     key: str  #: ``routes[3]``, for messages
     host: str | None  #: lower-case exact name, ``*.suffix``, or None for any host
@@ -215,6 +232,7 @@ class RouteConfig:
     client_cert: tuple[str, ...] | None = None
     rate_limit: RateLimit | None = None
     access: AccessRules | None = None
+    waf: WAFSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -271,6 +289,7 @@ class Config:
     admin: AdminSettings = AdminSettings()
     rate_limit: RateLimit | None = None  #: applies to every request, before a route's own
     access: AccessRules | None = None  #: applies to every request, before a route's own
+    waf: WAFSettings | None = None  #: rules for every request, before a route's own
     upstreams: dict[str, UpstreamConfig] = field(default_factory=dict)
     routes: tuple[RouteConfig, ...] = ()
     source: str = "<memory>"

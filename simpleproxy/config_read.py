@@ -25,6 +25,8 @@ from .config import (
     RouteCache,
     RouteConfig,
     ServerSettings,
+    WAFRule,
+    WAFSettings,
     Timeouts,
     UpstreamConfig,
     UpstreamServer,
@@ -69,6 +71,8 @@ def _read_config(root: Section, source: str) -> Config:
     root.taken.add("rate_limit")
     access = _read_access(root.section("access")) if root.has("access") else None
     root.taken.add("access")
+    waf = _read_waf(root.section("waf")) if root.has("waf") else None
+    root.taken.add("waf")
     upstreams: dict[str, UpstreamConfig] = {}
     ups = root.section("upstreams")
     for name in ups.data:
@@ -90,7 +94,7 @@ def _read_config(root: Section, source: str) -> Config:
     root.done()
     return Config(
         listen=listen, https=https, server=server, headers=headers, log=log, cache=cache, admin=admin,
-        rate_limit=rate_limit, access=access, upstreams=upstreams,
+        rate_limit=rate_limit, access=access, waf=waf, upstreams=upstreams,
         routes=routes, source=source,
     )
 
@@ -291,6 +295,36 @@ def _read_access(s: Section) -> AccessRules:
         s.walker.error(s.path, "give allow, deny or both (lists of addresses or CIDR networks)")
     s.done()
     return AccessRules(tuple(lists["allow"]), tuple(lists["deny"]))
+
+
+def _read_waf(s: Section) -> WAFSettings:
+    from .security.waf import compile_condition  # compiled now so that a bad rule names its key
+
+    rules = []
+    names: set[str] = set()
+    for key, item in s.items("rules"):
+        r = Section(s.walker, item, key)
+        name = r.get("name", to_text, "")
+        if not r.has("name"):
+            s.walker.error(r.key("name"), "each rule needs a name (it is logged when the rule acts)")
+        elif name in names:
+            s.walker.error(r.key("name"), f"{name!r} names two rules")
+        names.add(name)
+        action = r.get("action", one_of("deny", "allow", "log"), "deny")
+        r.taken.add("match")
+        if not r.has("match"):
+            s.walker.error(r.key("match"), "each rule needs a match condition")
+        else:
+            try:
+                compile_condition(r.data["match"], r.key("match"))
+            except ValueError as exc:
+                s.walker.error("", str(exc))
+            else:
+                rules.append(WAFRule(name, r.data["match"], action))
+        r.done()
+    settings = WAFSettings(tuple(rules), s.get("baseline", to_bool, False))
+    s.done()
+    return settings
 
 
 def _read_admin(s: Section) -> AdminSettings:
@@ -603,6 +637,8 @@ def _read_route(s: Section, upstream_names: dict) -> RouteConfig | None:
     s.taken.add("rate_limit")
     access = _read_access(s.section("access")) if s.has("access") else None
     s.taken.add("access")
+    waf = _read_waf(s.section("waf")) if s.has("waf") else None
+    s.taken.add("waf")
     client_cert = None
     if s.has("client_cert"):
         value = s.data["client_cert"]
@@ -629,6 +665,7 @@ def _read_route(s: Section, upstream_names: dict) -> RouteConfig | None:
         client_cert=client_cert,
         rate_limit=rate_limit,
         access=access,
+        waf=waf,
     )
     s.done()
     return route

@@ -14,6 +14,7 @@ from .config import Config, RouteConfig, UpstreamConfig
 from .errors import ProxyError
 from .request import Request
 from .routing import Route, RouteTable
+from .security.waf import baseline_rules, waf_filter
 
 _SAFE = frozenset(("GET", "HEAD", "OPTIONS", "TRACE"))
 
@@ -44,6 +45,9 @@ def explain(config: Config, url: str, method: str = "GET", headers: dict[str, st
     site = "any host" if r.host is None else ("wildcard " if r.host.startswith("*.") else "exact host ") + r.host
     out.append(f"  route     {r.key}: {site}, path prefix {r.path}")
     _rules(out, config, r)
+    status = _waf(out, config, r, request)
+    if status:
+        return status, "\n".join(out)
     status = _tls(out, r, request)
     if status:
         return status, "\n".join(out)
@@ -53,8 +57,20 @@ def explain(config: Config, url: str, method: str = "GET", headers: dict[str, st
     upstream = config.upstreams[r.upstream or ""]
     _upstream(out, r, route, request, upstream)
     _cache(out, r, request)
-    out.append("  waf       no rules apply")
     return 0, "\n".join(out)
+
+
+def _waf(out: list[str], config: Config, r: RouteConfig, request: Request) -> int:
+    """The WAF's own verdict on this request, with the rules it would run."""
+    waf = waf_filter(config.waf, r.waf, baseline_rules())
+    if waf is None:
+        out.append("  waf       no rules")
+        return 0
+    action, name = waf.verdict(request)
+    names = ", ".join(rule.name for rule in waf.rules)
+    outcome = {"deny": f"refused by {name} (403)", "allow": f"allowed by {name}; later rules skipped"}.get(action, "passes")
+    out.append(f"  waf       {len(waf.rules)} rules ({names}): {outcome}")
+    return 403 if action == "deny" else 0
 
 
 def _rules(out: list[str], config: Config, r: RouteConfig) -> None:

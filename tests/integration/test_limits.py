@@ -140,3 +140,17 @@ def test_explain_names_the_limits_and_access_rules() -> None:
     assert "limits    rate_limit" not in text  # the global one is absent: only the route's
     assert "routes[0].rate_limit: 10/s, burst 5, per client_ip (reject)" in text
     assert "access    deny 10.0.0.0/8 (everywhere)" in text
+
+
+def test_waf_rules_global_then_route_then_baseline_and_the_backend_sees_nothing_refused(backends, proxy) -> None:
+    backend = backends()
+    config = single_upstream(backend.url, waf={"baseline": True, "rules": [
+        {"name": "ops-tool", "match": {"header:X-Ops": {"exact": "1"}}, "action": "allow"}]})
+    config["waf"] = {"rules": [{"name": "no-admin", "match": {"path": {"prefix": "/admin"}}}]}
+    p = proxy(config)
+    assert p.request("GET", "/admin", headers={"X-Ops": "1"})[0].status == 403  # the global rule came first
+    response, body = p.request("GET", "/search?q=%3Cscript%3Ealert(1)%3C/script%3E")
+    assert response.status == 403 and b"refused by rule baseline-script-injection" in body
+    assert p.request("GET", "/.env", headers={"X-Ops": "1"})[0].status == 200  # allowed before the baseline
+    assert p.request("GET", "/search?q=O%27Reilly")[0].status == 200
+    assert [path for _, path in backend.seen.queue] == ["/.env", "/search?q=O%27Reilly"]

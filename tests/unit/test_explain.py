@@ -53,3 +53,11 @@ def test_wildcards_sticky_cookies_and_local_answers() -> None:
 def test_requests_the_proxy_would_refuse(url, status, words) -> None:
     got, text = explain(CONFIG, url)
     assert got == status and words in text and "no backend is asked" in text
+
+
+def test_the_waf_verdict_is_the_filters_own() -> None:
+    config = config_from_dict({"upstreams": {"app": {"servers": ["http://127.0.0.1:9"]}},
+                               "routes": [{"upstream": "app", "waf": {"baseline": True}}]})
+    status, text = explain(config, "http://h/.git/config")
+    assert status == 403 and "refused by baseline-scanners (403)" in text
+    assert "waf       5 rules (baseline-path-traversal" in explain(config, "http://h/ok")[1]

@@ -52,7 +52,7 @@ def test_every_config_key_is_documented_in_the_readme() -> None:
     for f in fields(c.HTTPSListener):
         name = "address" if f.name == "addresses" else f.name
         assert f"`https.{name}`" in readme, f"HTTPSListener.{f.name}"
-    for key in ("redirect_https", "hsts", "client_cert", "servers", "keepalive", "host", "path", "upstream", "respond", "strip_prefix", "host_header", "http",
+    for key in ("rules[i].name", "rules[i].match", "rules[i].action", "baseline", "redirect_https", "hsts", "client_cert", "servers", "keepalive", "host", "path", "upstream", "respond", "strip_prefix", "host_header", "http",
                 "balance", "hash_on", "max_connections", "health", "sticky.cookie", "timeouts.total", "tls.ca"):
         assert f"`{key}`" in readme, key
 

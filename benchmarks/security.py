@@ -1,0 +1,155 @@
+"""Figures for the security layer, on loopback, bounded in time.
+
+    python benchmarks/security.py [--seconds 10] [--duration 4] [--rounds 3]
+
+1. Limiter accuracy: clients offer twice the configured rate (100/s, burst 10)
+   for ``--seconds``; the requests admitted are compared with rate x time + burst.
+   Once with the memory store (one proxy), once with two proxy processes
+   sharing one limit in a real redis-server (skipped when it is not installed).
+2. Per-request cost: 1 KiB GETs with wrk through a route with a limit that never
+   refuses, against the same proxy's route with nothing, as a ratio.
+Servers on CPU 0, wrk, the load generator and the backend on CPU 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import run as bench  # noqa: E402  (benchmarks/run.py: process helpers and wrk)
+
+RATE, BURST = 100, 10
+
+
+def _proxy(workdir: Path, name: str, backend_port: int, routes: str, top: str = "") -> tuple[subprocess.Popen, int]:
+    config = workdir / f"{name}.yaml"
+    config.write_text(
+        f"listen: {{http: '127.0.0.1:{bench.free_port()}'}}\nserver: {{threads: 8}}\nlog: {{access: 'off'}}\n{top}"
+        f"upstreams: {{app: {{servers: ['http://127.0.0.1:{backend_port}']}}}}\nroutes:\n{routes}"
+    )
+    return bench.start_simpleproxy(config)
+
+
+def offer(ports: list[int], rate: float, seconds: float, threads: int = 8) -> tuple[int, int]:
+    """Send ``rate`` requests/s for ``seconds``, round robin over ``ports``; -> (admitted, refused)."""
+    counts = {"ok": 0, "limited": 0}
+    lock = threading.Lock()
+    start = time.perf_counter() + 0.2
+
+    def client(n: int) -> None:
+        conns = {port: http.client.HTTPConnection("127.0.0.1", port, timeout=10) for port in ports}
+        i = n
+        while True:
+            due = start + i / rate
+            if due - start >= seconds:
+                break
+            pause = due - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            conn = conns[ports[i % len(ports)]]
+            conn.request("GET", "/limited/1k")
+            response = conn.getresponse()
+            response.read()
+            with lock:
+                counts["ok" if response.status == 200 else "limited"] += 1
+            i += threads
+        for conn in conns.values():
+            conn.close()
+
+    workers = [threading.Thread(target=client, args=(n,)) for n in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return counts["ok"], counts["limited"]
+
+
+def accuracy(args: argparse.Namespace, workdir: Path, backend_port: int, procs: list) -> None:
+    expected = RATE * args.seconds + BURST
+    routes = f"  - {{path: /limited, upstream: app, rate_limit: {{rate: {RATE}/s, burst: {BURST}, key: route}}}}\n"
+    proc, port = _proxy(workdir, "memory", backend_port, routes)
+    procs.append(proc)
+    admitted, refused = offer([port], 2 * RATE, args.seconds)
+    print(f"\n1. Limiter accuracy: {RATE}/s, burst {BURST}, offered {2 * RATE}/s for {args.seconds:g}s "
+          f"(expected admitted: {expected:.0f})")
+    print(f"  memory store, one proxy:       {admitted} admitted, {refused} refused "
+          f"({(admitted - expected) / expected:+.2%})")
+    redis_server = shutil.which("redis-server")
+    if not redis_server:
+        print("  redis: skipped (no redis-server)")
+        return
+    redis_port = bench.free_port()
+    procs.append(subprocess.Popen([redis_server, "--port", str(redis_port), "--save", "", "--appendonly", "no"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    bench.wait_port(redis_port)
+    shared = (f"  - {{path: /limited, upstream: app, rate_limit: {{rate: {RATE}/s, burst: {BURST}, key: route, "
+              f"store: 'redis://127.0.0.1:{redis_port}/0'}}}}\n")
+    ports = []
+    for name in ("redis-a", "redis-b"):
+        proc, port = _proxy(workdir, name, backend_port, shared)
+        procs.append(proc)
+        ports.append(port)
+    admitted, refused = offer(ports, 2 * RATE, args.seconds)
+    print(f"  redis store, two proxies:      {admitted} admitted, {refused} refused "
+          f"({(admitted - expected) / expected:+.2%})")
+
+
+def cost(args: argparse.Namespace, workdir: Path, backend_port: int, procs: list) -> None:
+    if not shutil.which("wrk"):
+        print("\n2. skipped: wrk is needed")
+        return
+    routes = ("  - {path: /plain, upstream: app}\n"
+              "  - {path: /limited, upstream: app, rate_limit: {rate: 1000000/s, burst: 1000000}}\n")
+    proc, port = _proxy(workdir, "cost", backend_port, routes)
+    procs.append(proc)
+    for path in ("/plain/1k", "/limited/1k"):
+        bench.wrk(port, path, 16, 1)
+    samples: dict[str, list[float]] = {"/plain/1k": [], "/limited/1k": []}
+    for _ in range(args.rounds):
+        for path in samples:
+            samples[path].append(bench.wrk(port, path, 16, args.duration)["rps"])
+    ratios = sorted(a / b for a, b in zip(samples["/limited/1k"], samples["/plain/1k"], strict=True))
+    plain, limited = sorted(samples["/plain/1k"]), sorted(samples["/limited/1k"])
+    print(f"\n2. Per-request cost, 1 KiB GET, 16 connections, {args.rounds} rounds of {args.duration:g}s")
+    print(f"  no limit:      {plain[len(plain) // 2]:8.0f} req/s")
+    print(f"  memory limit:  {limited[len(limited) // 2]:8.0f} req/s  ({ratios[len(ratios) // 2]:.3f} of no limit)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--duration", type=float, default=4.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="simpleproxy-security-bench-"))
+    procs: list[subprocess.Popen] = []
+    try:
+        backend, backend_port = bench.start([sys.executable, str(HERE / "backend.py")], cpu=1)
+        procs.append(backend)
+        accuracy(args, workdir, backend_port, procs)
+        cost(args, workdir, backend_port, procs)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
