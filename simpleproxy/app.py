@@ -31,6 +31,7 @@ from .response import FixedResponder, Response
 from .ratelimit import build_limiters
 from .routing import Route, RouteTable
 from .security.access import AccessFilter
+from .security.bots import BanList, BotGuard
 from .security.waf import baseline_rules, waf_filter
 from .tls.routes import TLSRouteFilter
 from .tls.routes import needs_filter as needs_tls_filter
@@ -80,6 +81,8 @@ class ProxyState:
         )
         self.limit_filters = limit_filters  #: by route key
         global_access = AccessFilter(config.access) if config.access is not None else None
+        #: checked before routing (user agents, bans); None without ``bots:``
+        self.bots = _bot_guard(config, clock, previous)
         baseline = baseline_rules()
         self.cache_filters = cache_filters  #: by route key, for routes with ``cache:``
         #: where redirect_https sends clients; the server sets the port it really bound
@@ -130,6 +133,26 @@ class ProxyState:
                 store.close()
 
 
+def _bot_guard(config: Config, clock: Callable[[], float] | None, previous: ProxyState | None) -> BotGuard | None:
+    """The bot checks; the ban list carries over a reload when its settings did not change."""
+    settings = config.bots
+    if settings is None:
+        return None
+    bans = None
+    if settings.ban_after:
+        old = previous.bots.bans if previous is not None and previous.bots is not None else None
+        same = previous is not None and previous.config.bots is not None and _ban_terms(previous.config.bots) == _ban_terms(settings)
+        bans = old if same and old is not None else BanList(
+            settings.ban_after, settings.ban_window, settings.ban_for, frozenset(settings.ban_statuses),
+            settings.max_tracked, clock or time.monotonic,
+        )
+    return BotGuard(settings, bans)
+
+
+def _ban_terms(settings: Any) -> tuple:
+    return (settings.ban_after, settings.ban_window, settings.ban_for, settings.ban_statuses, settings.max_tracked)
+
+
 class ProxyApp:
     """``ProxyApp(config)`` is a WSGI application that proxies by the config's routes."""
 
@@ -154,6 +177,8 @@ class ProxyApp:
             request = Request(environ, state.max_body, started)
             request.request_id = state.request_id(environ, request.client)
             request.client_ip = state.headers.client_ip(environ, request.client)
+            if state.bots is not None:
+                state.bots.check(request.client_ip, environ, request.host)
             route = state.table.match(request.host, request.path)
             request.route = route
             response = route.handler(request)
@@ -165,6 +190,9 @@ class ProxyApp:
             rid = request.get_request_id() if request else ""
             log.exception("internal error serving %s (request id %s)", environ.get("REQUEST_URI", ""), rid)
             response = self._error_response(ProxyError("internal error"), environ, request)
+        if state.bots is not None:
+            state.bots.observe(request.client_ip if request is not None else environ.get("REMOTE_ADDR", ""),
+                               int(response.status[:3]))
         own = response.own_headers
         if request is not None:  # else the error response carries the id it made
             id_field = ("X-Request-Id", request.get_request_id())

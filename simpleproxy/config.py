@@ -195,6 +195,23 @@ class AccessRules:
 
 
 @dataclass(frozen=True)
+class BotSettings:
+    """``bots:``: checked before routing, for every request."""
+
+    deny_agents: tuple[str, ...] = ()  #: regular expressions; a matching User-Agent gets 403
+    allow_agents: tuple[str, ...] = ()  #: regular expressions that pass whatever deny_agents say
+    require_user_agent: bool = False  #: 403 for a request without (or with an empty) User-Agent
+    require_host: bool = True  #: 400 for an HTTP/1.0 request without Host (HTTP/1.1 always needs one)
+    #: the fail2ban-style ban: after this many answers in ``ban_statuses`` within ``ban_window``,
+    #: the address is refused for ``ban_for`` (0: no bans)
+    ban_after: int = 0
+    ban_window: float = 60.0
+    ban_for: float = 600.0
+    ban_statuses: tuple[int, ...] = (400, 401, 403, 404, 405, 429)
+    max_tracked: int = 100_000  #: addresses counted and banned at most; the least recent go first
+
+
+@dataclass(frozen=True)
 class WAFRule:
     """One rule of ``waf.rules``; ``match`` is kept as written and compiled by security/waf.py."""
 
@@ -290,6 +307,7 @@ class Config:
     rate_limit: RateLimit | None = None  #: applies to every request, before a route's own
     access: AccessRules | None = None  #: applies to every request, before a route's own
     waf: WAFSettings | None = None  #: rules for every request, before a route's own
+    bots: BotSettings | None = None
     upstreams: dict[str, UpstreamConfig] = field(default_factory=dict)
     routes: tuple[RouteConfig, ...] = ()
     source: str = "<memory>"

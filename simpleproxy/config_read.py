@@ -11,6 +11,7 @@ from .config import (
     DEFAULT_LISTEN,
     AccessRules,
     AdminSettings,
+    BotSettings,
     CacheSettings,
     Certificate,
     Config,
@@ -73,6 +74,8 @@ def _read_config(root: Section, source: str) -> Config:
     root.taken.add("access")
     waf = _read_waf(root.section("waf")) if root.has("waf") else None
     root.taken.add("waf")
+    bots = _read_bots(root.section("bots")) if root.has("bots") else None
+    root.taken.add("bots")
     upstreams: dict[str, UpstreamConfig] = {}
     ups = root.section("upstreams")
     for name in ups.data:
@@ -94,7 +97,7 @@ def _read_config(root: Section, source: str) -> Config:
     root.done()
     return Config(
         listen=listen, https=https, server=server, headers=headers, log=log, cache=cache, admin=admin,
-        rate_limit=rate_limit, access=access, waf=waf, upstreams=upstreams,
+        rate_limit=rate_limit, access=access, waf=waf, bots=bots, upstreams=upstreams,
         routes=routes, source=source,
     )
 
@@ -295,6 +298,37 @@ def _read_access(s: Section) -> AccessRules:
         s.walker.error(s.path, "give allow, deny or both (lists of addresses or CIDR networks)")
     s.done()
     return AccessRules(tuple(lists["allow"]), tuple(lists["deny"]))
+
+
+def _patterns(value: object) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        try:
+            re.compile(to_text(item))
+        except re.error as exc:
+            raise ValueError(f"{item!r} does not compile ({exc})") from None
+    return tuple(str(item) for item in items)
+
+
+def _read_bots(s: Section) -> BotSettings:
+    d = BotSettings()
+    ban = s.section("ban")
+    settings = BotSettings(
+        deny_agents=s.get("deny_agents", _patterns, d.deny_agents),
+        allow_agents=s.get("allow_agents", _patterns, d.allow_agents),
+        require_user_agent=s.get("require_user_agent", to_bool, d.require_user_agent),
+        require_host=s.get("require_host", to_bool, d.require_host),
+        ban_after=ban.get("after", int_between(1, 1_000_000), d.ban_after),
+        ban_window=ban.get("window", to_positive_duration, d.ban_window),
+        ban_for=ban.get("for", to_positive_duration, d.ban_for),
+        ban_statuses=ban.get("statuses", _statuses, d.ban_statuses),
+        max_tracked=ban.get("max_tracked", int_between(100, 100_000_000), d.max_tracked),
+    )
+    if s.has("ban") and not ban.has("after"):
+        s.walker.error(ban.key("after"), "a ban needs a count: after how many bad answers")
+    ban.done()
+    s.done()
+    return settings
 
 
 def _read_waf(s: Section) -> WAFSettings:

@@ -154,3 +154,15 @@ def test_waf_rules_global_then_route_then_baseline_and_the_backend_sees_nothing_
     assert p.request("GET", "/.env", headers={"X-Ops": "1"})[0].status == 200  # allowed before the baseline
     assert p.request("GET", "/search?q=O%27Reilly")[0].status == 200
     assert [path for _, path in backend.seen.queue] == ["/.env", "/search?q=O%27Reilly"]
+
+
+def test_a_scanner_gets_banned_before_routing(backends, proxy) -> None:
+    backend = backends()
+    p = proxy({**single_upstream(backend.url, path="/app"), "bots": {"deny_agents": ["(?i)sqlmap"],
+                                                                     "ban": {"after": 3, "window": "1m", "for": "10m"}}})
+    assert p.request("GET", "/app/x", headers={"User-Agent": "sqlmap/1.7"})[0].status == 403
+    for _ in range(2):
+        assert p.request("GET", "/nothing-here")[0].status == 404  # a probe for paths no route has
+    response, body = p.request("GET", "/app/x")
+    assert response.status == 403 and b"banned" in body and int(response.getheader("Retry-After")) > 590
+    assert backend.seen.qsize() == 0

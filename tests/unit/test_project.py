@@ -52,6 +52,9 @@ def test_every_config_key_is_documented_in_the_readme() -> None:
     for f in fields(c.HTTPSListener):
         name = "address" if f.name == "addresses" else f.name
         assert f"`https.{name}`" in readme, f"HTTPSListener.{f.name}"
+    for f in fields(c.BotSettings):
+        name = f.name.replace("ban_", "ban.") if f.name.startswith("ban_") else ("ban.max_tracked" if f.name == "max_tracked" else f.name)
+        assert f"`{name}`" in readme, f"BotSettings.{f.name}"
     for key in ("rules[i].name", "rules[i].match", "rules[i].action", "baseline", "redirect_https", "hsts", "client_cert", "servers", "keepalive", "host", "path", "upstream", "respond", "strip_prefix", "host_header", "http",
                 "balance", "hash_on", "max_connections", "health", "sticky.cookie", "timeouts.total", "tls.ca"):
         assert f"`{key}`" in readme, key
