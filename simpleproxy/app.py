@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from .cache import Caches, build_caches
 from .config import Config
-from .errors import ClientError, ProxyError, RateLimited
+from .errors import ClientError, ProxyError, RateLimited, UriTooLong
 from .headers import ForwardingHeaders
 from .observe.accesslog import AccessLog
 from .observe.metrics import RequestStats
@@ -65,6 +65,7 @@ class ProxyState:
         over (upstream pools with their connections and health, stored responses, buckets)."""
         self.config = config
         self.max_body = config.server.max_request_body
+        self.max_uri = config.server.max_uri
         self.headers = ForwardingHeaders(config.headers)
         old: dict[str, Upstream] = previous.upstreams if previous is not None else {}
         self.upstreams: dict[str, Upstream] = {
@@ -174,6 +175,8 @@ class ProxyApp:
         started = time.perf_counter()
         request = None
         try:
+            if len(environ.get("REQUEST_URI") or "") > state.max_uri:
+                raise UriTooLong(f"request target over {state.max_uri} bytes")
             request = Request(environ, state.max_body, started)
             request.request_id = state.request_id(environ, request.client)
             request.client_ip = state.headers.client_ip(environ, request.client)

@@ -261,7 +261,13 @@ class ServerSettings:
     channel_timeout: float = 60.0  #: seconds an idle client connection is kept
     backlog: int = 1024  #: listen(2) queue
     max_request_body: int = 16 * 1024**2  #: larger bodies get 413 before any backend sees them
-    max_request_header: int = 64 * 1024  #: larger heads get 431/400 from waitress
+    max_request_header: int = 64 * 1024  #: larger heads get 431 from waitress
+    max_uri: int = 8 * 1024  #: a longer request target gets 414
+    #: a request head not complete this long after its first byte closes the connection (slowloris)
+    header_timeout: float = 10.0
+    max_connections_per_client: int = 0  #: open connections per peer address; 0 is no limit
+    #: requests waiting for a worker thread past which new ones get a quick 503; 0 is no bound
+    max_queue: int = 500
     #: on SIGTERM or Ctrl-C, how long requests in flight may take to finish before they are cut
     drain_time: float = 30.0
     #: output buffered per connection before the app thread waits for the client;

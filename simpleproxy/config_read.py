@@ -199,6 +199,10 @@ def _read_server(s: Section) -> ServerSettings:
         backlog=s.get("backlog", int_between(1, 65535), d.backlog),
         max_request_body=s.get("max_request_body", parse_size, d.max_request_body),
         max_request_header=s.get("max_request_header", parse_size, d.max_request_header),
+        max_uri=s.get("max_uri", parse_size, d.max_uri),
+        header_timeout=s.get("header_timeout", to_positive_duration, d.header_timeout),
+        max_connections_per_client=s.get("max_connections_per_client", int_between(0, 1_000_000), d.max_connections_per_client),
+        max_queue=s.get("max_queue", int_between(0, 1_000_000), d.max_queue),
         outbuf_high_watermark=s.get("outbuf_high_watermark", parse_size, d.outbuf_high_watermark),
         drain_time=s.get("drain_time", parse_duration, d.drain_time),
     )

@@ -56,6 +56,11 @@ class TooLarge(ClientError):
     reason = "Content Too Large"
 
 
+class UriTooLong(ClientError):
+    status = 414
+    reason = "URI Too Long"
+
+
 class RateLimited(ClientError):
     status = 429
     reason = "Too Many Requests"

@@ -11,6 +11,7 @@ it with 400 before any application code runs.
 from __future__ import annotations
 
 import logging
+import re
 import select
 import signal
 import sys
@@ -20,22 +21,56 @@ from typing import Any
 
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser, ParsingError
+from waitress.utilities import BadRequest as BadRequestError
 from waitress.server import BaseWSGIServer, create_server
 from waitress import wasyncore
 
 from .app import ProxyApp
 from .config import Config, load_config
 from .errors import ConfigError
+from .security.floods import Shedder, guarded_channel_class, install_head_deadline
 from .tls.front import HTTPSFront, tls_channel_class
 from .upstream.forward import UpstreamBodyAborted
 
 log = logging.getLogger("simpleproxy")
 
 
+# RFC 9112 section 3: method SP request-target SP HTTP-version; only HTTP/1.x is spoken here.
+_REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ [^ ]+ HTTP/1\.[01]")
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
 class StrictRequestParser(HTTPRequestParser):
-    """waitress's parser, refusing ambiguous body framing (RFC 9112 section 6.1)."""
+    """waitress's parser, refusing ambiguous body framing (RFC 9112 section 6.1).
+
+    A parser is made when a request's first byte arrives; ``started`` is that
+    moment, for the request-head deadline (security/floods.py).
+    """
+
+    def __init__(self, adj: Any) -> None:
+        super().__init__(adj)
+        self.started = time.monotonic()
+        self._last = b""
+
+    def received(self, data: bytes) -> int:
+        """Refuse a head that ends its lines with a bare LF (waitress would wait for CRLF forever)."""
+        if not self.headers_finished and not self.completed:
+            window = self._last + data  # the bytes before, so a CRLF split across reads is seen whole
+            end = window.find(b"\r\n\r\n")
+            # The new bytes only (the look-behind still sees the old), and the head only, never the body.
+            if _BARE_LF.search(window if end < 0 else window[: end + 2], len(self._last)):
+                self.error = BadRequestError("bare LF in the request head")
+                self.completed = True
+                return len(data)
+            self._last = window[-3:]
+        return super().received(data)
 
     def parse_header(self, header_plus: bytes) -> None:
+        first, _, rest = header_plus.partition(b"\r\n")
+        if not _REQUEST_LINE.fullmatch(first):
+            raise ParsingError("the request line is not METHOD TARGET HTTP/1.0 or HTTP/1.1")
+        if rest[:1] in (b" ", b"\t") or b"\r\n " in rest or b"\r\n\t" in rest:
+            raise ParsingError("obsolete line folding in the request head")  # RFC 9112 section 5.2
         lowered = header_plus.lower()
         if b"\ntransfer-encoding:" in lowered:
             if b"\ncontent-length:" in lowered:
@@ -75,6 +110,8 @@ def waitress_settings(config: Config) -> dict[str, Any]:
         # Spool output to disk only well past the point where the app thread waits.
         "outbuf_overflow": max(2 * s.outbuf_high_watermark, 1024**2),
         "ident": "simpleproxy",
+        # The maintenance pass (idle connections, the request-head deadline) runs every second.
+        "cleanup_interval": 1,
         # select() stops at 1024 descriptors on Linux; Windows has no poll().
         "asyncore_use_poll": hasattr(select, "poll"),
         "expose_tracebacks": False,
@@ -101,8 +138,14 @@ class ProxyServer:
             raise
         self._map: dict = getattr(self._server, "map", None) or self._server._map
         self.servers = [o for o in self._map.values() if isinstance(o, BaseWSGIServer)]
+        settings = config.server
+        channel_class = guarded_channel_class(StrictChannel, settings.max_connections_per_client)
+        self.shedder = Shedder(settings.max_queue) if settings.max_queue else None
         for server in self.servers:
-            server.channel_class = StrictChannel
+            server.channel_class = channel_class
+            install_head_deadline(server, settings.header_timeout)
+            if self.shedder is not None:
+                self.shedder.install(server)
         self._stopped = threading.Event()
         self._draining = threading.Event()
         #: set once a drain has closed the listening sockets
@@ -119,7 +162,7 @@ class ProxyServer:
                 self.app.close()
                 raise
             self.app.state.https_port = self.fronts[0].address[1]
-            self._tls_channel = tls_channel_class(StrictChannel)
+            self._tls_channel = tls_channel_class(channel_class)
         self.admin: Any = None
         if config.admin.listen is not None:
             from .admin import AdminApp
@@ -277,6 +320,8 @@ class ProxyServer:
                     pass
                 admin.task_dispatcher.shutdown(timeout=1)
             self._server.task_dispatcher.shutdown()
+            if self.shedder is not None:
+                self.shedder.close()
             self.app.close()
             self._stopped.set()
 
