@@ -7,7 +7,11 @@
    Once with the memory store (one proxy), once with two proxy processes
    sharing one limit in a real redis-server (skipped when it is not installed).
 2. Per-request cost: 1 KiB GETs with wrk through a route with a limit that never
-   refuses, against the same proxy's route with nothing, as a ratio.
+   refuses, and through one with the baseline WAF rules, against the same
+   proxy's route with nothing, as ratios.
+3. Slowloris: 500 connections sending their request head a byte a second for
+   ``--slow-seconds`` while one client sends ordinary requests back to back:
+   its answers and latency, and how many slow connections the proxy cut.
 Servers on CPU 0, wrk, the load generator and the backend on CPU 1.
 """
 
@@ -110,20 +114,82 @@ def cost(args: argparse.Namespace, workdir: Path, backend_port: int, procs: list
         print("\n2. skipped: wrk is needed")
         return
     routes = ("  - {path: /plain, upstream: app}\n"
-              "  - {path: /limited, upstream: app, rate_limit: {rate: 1000000/s, burst: 1000000}}\n")
+              "  - {path: /limited, upstream: app, rate_limit: {rate: 1000000/s, burst: 1000000}}\n"
+              "  - {path: /waf, upstream: app, waf: {baseline: true}}\n")
     proc, port = _proxy(workdir, "cost", backend_port, routes)
     procs.append(proc)
-    for path in ("/plain/1k", "/limited/1k"):
+    paths = {"nothing": "/plain/1k?q=shoes&page=2", "memory limit": "/limited/1k?q=shoes&page=2",
+             "baseline WAF": "/waf/1k?q=shoes&page=2"}
+    for path in paths.values():
         bench.wrk(port, path, 16, 1)
-    samples: dict[str, list[float]] = {"/plain/1k": [], "/limited/1k": []}
+    samples: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(args.rounds):
-        for path in samples:
-            samples[path].append(bench.wrk(port, path, 16, args.duration)["rps"])
-    ratios = sorted(a / b for a, b in zip(samples["/limited/1k"], samples["/plain/1k"], strict=True))
-    plain, limited = sorted(samples["/plain/1k"]), sorted(samples["/limited/1k"])
-    print(f"\n2. Per-request cost, 1 KiB GET, 16 connections, {args.rounds} rounds of {args.duration:g}s")
-    print(f"  no limit:      {plain[len(plain) // 2]:8.0f} req/s")
-    print(f"  memory limit:  {limited[len(limited) // 2]:8.0f} req/s  ({ratios[len(ratios) // 2]:.3f} of no limit)")
+        for name, path in paths.items():
+            samples[name].append(bench.wrk(port, path, 16, args.duration)["rps"])
+    print(f"\n2. Per-request cost, 1 KiB GET with a query, 16 connections, {args.rounds} rounds of {args.duration:g}s")
+    for name in paths:
+        ratios = sorted(a / b for a, b in zip(samples[name], samples["nothing"], strict=True))
+        values = sorted(samples[name])
+        print(f"  {name:14} {values[len(values) // 2]:8.0f} req/s  ({ratios[len(ratios) // 2]:.3f} of nothing)")
+
+
+def slowloris(args: argparse.Namespace, workdir: Path, backend_port: int, procs: list) -> None:
+    import socket
+
+    proc, port = _proxy(workdir, "slowloris", backend_port, "  - {path: /, upstream: app}\n")
+    procs.append(proc)
+    slow = []
+    for _ in range(500):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        sock.setblocking(False)
+        slow.append(sock)
+    stop = threading.Event()
+    cut = []
+
+    def trickle() -> None:
+        while slow and not stop.wait(1.0):
+            for sock in list(slow):
+                try:
+                    sock.send(b"a")
+                    if sock.recv(1) == b"":
+                        raise ConnectionResetError
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    slow.remove(sock)
+                    cut.append(time.monotonic())
+                    sock.close()
+
+    started = time.monotonic()
+    thread = threading.Thread(target=trickle)
+    thread.start()
+    latencies, failures = [], 0
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    while time.monotonic() - started < args.slow_seconds:
+        t0 = time.perf_counter()
+        try:
+            conn.request("GET", "/1k")
+            response = conn.getresponse()
+            response.read()
+            ok = response.status == 200
+        except (OSError, http.client.HTTPException):
+            ok = False
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        latencies.append(time.perf_counter() - t0)
+        failures += not ok
+    stop.set()
+    thread.join()
+    for sock in slow:
+        sock.close()
+    latencies.sort()
+    print(f"\n3. Slowloris: 500 connections sending a byte a second for {args.slow_seconds:g}s (header_timeout 10s)")
+    print(f"  the ordinary client: {len(latencies)} requests, {failures} failed, "
+          f"p50 {latencies[len(latencies) // 2] * 1e3:.1f} ms, p99 {latencies[int(len(latencies) * 0.99)] * 1e3:.1f} ms, "
+          f"max {latencies[-1] * 1e3:.1f} ms")
+    print(f"  slow connections cut by the proxy: {len(cut)} of 500"
+          + (f", between {min(cut) - started:.1f}s and {max(cut) - started:.1f}s" if cut else ""))
 
 
 def main() -> int:
@@ -131,6 +197,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--slow-seconds", type=float, default=15.0)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="simpleproxy-security-bench-"))
     procs: list[subprocess.Popen] = []
@@ -139,6 +206,7 @@ def main() -> int:
         procs.append(backend)
         accuracy(args, workdir, backend_port, procs)
         cost(args, workdir, backend_port, procs)
+        slowloris(args, workdir, backend_port, procs)
     finally:
         for proc in procs:
             proc.terminate()

@@ -69,6 +69,18 @@ def _field_name(key: str) -> str | None:
     return name
 
 
+def _forwarded_for(element: str) -> str:
+    """RFC 7239 ``for=`` of one element, without quotes, brackets or port ("" if none)."""
+    for pair in element.split(";"):
+        name, _, value = pair.strip().partition("=")
+        if name.lower() == "for":
+            value = value.strip().strip('"')
+            if value.startswith("["):
+                return value[1:].partition("]")[0]
+            return value.partition(":")[0] if value.count(":") == 1 else value
+    return ""
+
+
 def _is_address(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
@@ -106,14 +118,20 @@ class ForwardingHeaders:
 
     def client_ip(self, environ: dict[str, Any], peer: str) -> str:
         """The client's address: the peer's, or, when the peer is a trusted proxy, the first
-        address in ``X-Forwarded-For`` (read from the right) that is not itself trusted."""
+        address in ``X-Forwarded-For`` (else in ``Forwarded``'s ``for=``), read from the right,
+        that is not itself trusted."""
         if not self._trusted or not self.is_trusted(peer):
             return peer
-        chain = environ.get("HTTP_X_FORWARDED_FOR")
-        if not chain:
-            return peer
+        xff = environ.get("HTTP_X_FORWARDED_FOR")
+        if xff:
+            hops = xff.split(",")
+        else:
+            forwarded = environ.get("HTTP_FORWARDED")
+            if not forwarded:
+                return peer
+            hops = [_forwarded_for(element) for element in forwarded.split(",")]
         client = peer
-        for hop in reversed(chain.split(",")):
+        for hop in reversed(hops):
             hop = hop.strip()
             if not _is_address(hop):
                 break  # garbage in the chain: trust nothing left of it

@@ -134,7 +134,14 @@ class UpstreamHandler:
         elif 0 <= response.length <= len(rest):
             data, clean = rest[: response.length], len(rest) == response.length
         else:
-            body_iter = StreamingBody(BodyReader(conn.sock, response, rest), server, conn, response.keep_alive)
+            reader = BodyReader(conn.sock, response, rest)
+            try:
+                reader.check_buffered_chunk_size()
+            except UpstreamProtocolError as exc:
+                server.discard(conn)
+                server.unclaim()
+                raise _with_server(exc, server) from None
+            body_iter = StreamingBody(reader, server, conn, response.keep_alive)
             if self.timeouts.total:
                 body_iter.deadline = (request_started + self.timeouts.total, self.timeouts.read)
             return Response(response.status_line, headers, body_iter, server.name)

@@ -174,6 +174,13 @@ def _decide_framing(result: ResponseHead, method: str, lengths: set[str], te: st
         result.keep_alive = False  # delimited by close
 
 
+def _chunk_size_of(line: bytes) -> int:
+    size_text = line.partition(b";")[0].strip(b" \t")
+    if not size_text or len(size_text) > 15 or size_text.strip(b"0123456789abcdefABCDEF"):
+        raise UpstreamProtocolError("invalid chunk size")
+    return int(size_text, 16)
+
+
 class BodyReader:
     """Reads one response body off the socket, in pieces as they arrive.
 
@@ -255,10 +262,17 @@ class BodyReader:
             self._fill(len(self.buf) + 1)
 
     def _chunk_size(self) -> int:
-        size_text = self._line().partition(b";")[0].strip(b" \t")
-        if not size_text or len(size_text) > 15 or size_text.strip(b"0123456789abcdefABCDEF"):
-            raise UpstreamProtocolError("invalid chunk size")
-        return int(size_text, 16)
+        return _chunk_size_of(self._line())
+
+    def check_buffered_chunk_size(self) -> None:
+        """Validate a first chunk-size line that arrived with the head, without reading further,
+        so that such a broken body is a 502 before any answer starts rather than a cut one."""
+        end = self.buf.find(b"\r\n")
+        if self.chunked and self._chunk_left == -1 and end >= 0:
+            line = self.buf[:end]
+            if b"\r" in line or b"\n" in line:
+                raise UpstreamProtocolError("bare CR or LF in chunked framing")
+            _chunk_size_of(line)
 
     def _skip_trailers(self) -> None:
         """Trailers cannot pass through WSGI; read and drop them (RFC 9110 6.5)."""

@@ -69,3 +69,19 @@ def test_response_server_field_is_replaced_unless_passed() -> None:
     passing = ForwardingHeaders(HeaderSettings(pass_server=True, via=True))
     head = parse_head(raw, "GET", passing.response_fields)
     assert passing.response_headers(head.headers) == [("Server", "gunicorn/21"), ("X-A", "1"), ("Via", "1.1 simpleproxy")]
+
+
+def test_the_client_is_read_through_trusted_proxies_only() -> None:
+    import ipaddress
+
+    from simpleproxy.config import HeaderSettings
+    from simpleproxy.headers import ForwardingHeaders
+
+    h = ForwardingHeaders(HeaderSettings(trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"),)))
+    assert h.client_ip({"HTTP_X_FORWARDED_FOR": "1.1.1.1"}, "192.0.2.9") == "192.0.2.9"  # not trusted
+    assert h.client_ip({"HTTP_X_FORWARDED_FOR": "6.6.6.6, 1.1.1.1, 10.0.0.2"}, "10.0.0.1") == "1.1.1.1"
+    assert h.client_ip({"HTTP_X_FORWARDED_FOR": "10.0.0.3"}, "10.0.0.1") == "10.0.0.3"  # all trusted: the leftmost
+    assert h.client_ip({"HTTP_X_FORWARDED_FOR": "1.1.1.1, garbage, 10.0.0.2"}, "10.0.0.1") == "10.0.0.2"
+    assert h.client_ip({"HTTP_FORWARDED": 'for="[2001:db8::1]:4711";proto=https, for=10.0.0.2'}, "10.0.0.1") == "2001:db8::1"
+    assert h.client_ip({"HTTP_FORWARDED": "for=192.0.2.60:8080;by=10.0.0.1"}, "10.0.0.1") == "192.0.2.60"
+    assert h.client_ip({"HTTP_FORWARDED": "for=unknown"}, "10.0.0.1") == "10.0.0.1"

@@ -58,7 +58,7 @@ def test_gcra_reports_the_wait_that_keeps_exactly_to_the_rate() -> None:
 @pytest.fixture(params=["memory", "redis"])
 def store(request):
     if request.param == "memory":
-        yield MemoryStore()
+        yield MemoryStore(clock=Clock())  # frozen: exactness does not lean on slow refills
     else:
         redis_server = request.getfixturevalue("redis_server")
         store = RedisStore(redis_server.url)
