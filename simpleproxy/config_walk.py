@@ -9,9 +9,10 @@ message for a person; the section prefixes it with the key path.
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
-from .units import parse_duration
+from .units import parse_address, parse_duration
 
 T = TypeVar("T")
 
@@ -128,3 +129,41 @@ def to_positive_duration(value: object) -> float:
     if seconds <= 0:
         raise ValueError(f"must be more than zero, got {value!r}")
     return seconds
+
+
+def to_statuses(value: object) -> tuple[int, ...]:
+    """``[502, 503]``, ``"500-599"`` or a list mixing both -> sorted status codes."""
+    items = value if isinstance(value, list) else [value]
+    codes: set[int] = set()
+    for item in items:
+        low, _, high = str(item).partition("-")
+        if not low.strip().isdigit() or (high and not high.strip().isdigit()):
+            raise ValueError(f"expected status codes like 502 or 500-599, got {item!r}")
+        first, last = int(low), int(high or low)
+        if not 100 <= first <= last <= 599:
+            raise ValueError(f"status codes run from 100 to 599, got {item!r}")
+        codes.update(range(first, last + 1))
+    return tuple(sorted(codes))
+
+
+def to_readable_file(value: object) -> str:
+    path = Path(to_text(value))
+    try:
+        path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
+    return str(path)
+
+
+def read_addresses(section: Section, name: str) -> list[tuple[str, int]]:
+    addresses = []
+    for key, value in section.items(name):
+        try:
+            addresses.append(parse_address(value))
+        except ValueError as exc:
+            section.walker.error(key, str(exc))
+    if section.data.get(name) == []:
+        section.walker.error(section.key(name), "give at least one host:port")
+    if len(set(addresses)) != len(addresses):
+        section.walker.error(section.key(name), "the same address is listed twice")
+    return addresses
