@@ -126,13 +126,7 @@ def hit_throughput(args: argparse.Namespace, workdir: Path) -> None:
                 print(f"    {name:30} {rps[len(rps) // 2]:9.0f} {f'{rps[0]:.0f}-{rps[-1]:.0f}':>13} "
                       f"{p99 * 1e3:8.2f} {ratios[len(ratios) // 2]:9.2f} {runs[0]['errors']}")
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        bench.stop_all(procs)
 
 
 # --------------------------------------------------------------------------- 2. memory under churn

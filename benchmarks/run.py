@@ -47,6 +47,17 @@ def start(cmd: list[str], cpu: int, env: dict | None = None) -> tuple[subprocess
     return proc, int(line)
 
 
+def stop_all(procs: list[subprocess.Popen]) -> None:
+    """Terminate every process started, then wait for each (killing one that lingers)."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -264,13 +275,7 @@ def main() -> int:
             f"({total / MIB / seconds:.0f} MiB/s); proxy peak RSS {peak_rss_mib(sp.pid):.1f} MiB"
         )
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

@@ -208,13 +208,7 @@ def main() -> int:
         cost(args, workdir, backend_port, procs)
         slowloris(args, workdir, backend_port, procs)
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        bench.stop_all(procs)
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

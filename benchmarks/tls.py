@@ -145,13 +145,7 @@ http {{
                     line += f"  {ratios[len(ratios) // 2]:.2f} of {plain}"
                 print(line + (f"  {errors[(name, what)]}" if errors[(name, what)] else ""))
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        bench.stop_all(procs)
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

@@ -72,14 +72,10 @@ def _read_config(root: Section, source: str) -> Config:
     log = _read_log(root.section("log"))
     cache = read_cache(root.section("cache"))
     admin = read_admin(root.section("admin"))
-    rate_limit = read_rate_limit(root.section("rate_limit")) if root.has("rate_limit") else None
-    root.taken.add("rate_limit")
-    access = read_access(root.section("access")) if root.has("access") else None
-    root.taken.add("access")
-    waf = read_waf(root.section("waf")) if root.has("waf") else None
-    root.taken.add("waf")
-    bots = read_bots(root.section("bots")) if root.has("bots") else None
-    root.taken.add("bots")
+    rate_limit = root.optional("rate_limit", read_rate_limit)
+    access = root.optional("access", read_access)
+    waf = root.optional("waf", read_waf)
+    bots = root.optional("bots", read_bots)
     upstreams: dict[str, UpstreamConfig] = {}
     ups = root.section("upstreams")
     for name in ups.data:
@@ -399,12 +395,9 @@ def _read_route(s: Section, upstream_names: dict) -> RouteConfig | None:
         if cache is not None and respond is not None:
             s.walker.error(s.key("cache"), "a route with 'respond' has nothing to cache")
     s.taken.add("cache")
-    rate_limit = read_rate_limit(s.section("rate_limit")) if s.has("rate_limit") else None
-    s.taken.add("rate_limit")
-    access = read_access(s.section("access")) if s.has("access") else None
-    s.taken.add("access")
-    waf = read_waf(s.section("waf")) if s.has("waf") else None
-    s.taken.add("waf")
+    rate_limit = s.optional("rate_limit", read_rate_limit)
+    access = s.optional("access", read_access)
+    waf = s.optional("waf", read_waf)
     client_cert = None
     if s.has("client_cert"):
         value = s.data["client_cert"]

@@ -55,6 +55,11 @@ class Section:
             self.walker.error(self.key(name), str(exc))
             return default
 
+    def optional(self, name: str, reader: Callable[[Section], T]) -> T | None:
+        """``reader(section)`` for a sub-mapping that may be absent (None then)."""
+        self.taken.add(name)
+        return reader(self.section(name)) if name in self.data else None
+
     def section(self, name: str) -> Section:
         self.taken.add(name)
         return Section(self.walker, self.data.get(name), self.key(name))

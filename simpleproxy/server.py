@@ -156,10 +156,7 @@ class ProxyServer:
                 for address in config.https.addresses:
                     self.fronts.append(HTTPSFront(config.https, address, config.server.backlog))
             except BaseException:
-                for front in self.fronts:
-                    front.sock.close()
-                self._server.close()
-                self.app.close()
+                self._abandon()
                 raise
             self.app.state.https_port = self.fronts[0].address[1]
             self._tls_channel = tls_channel_class(channel_class)
@@ -174,11 +171,15 @@ class ProxyServer:
                     threads=2, ident="simpleproxy-admin", expose_tracebacks=False,
                 )
             except BaseException:
-                for front in self.fronts:
-                    front.sock.close()
-                self._server.close()
-                self.app.close()
+                self._abandon()
                 raise
+
+    def _abandon(self) -> None:
+        """Undo a half-built server: its sockets and pools, after a failure to bind."""
+        for front in self.fronts:
+            front.sock.close()
+        self._server.close()
+        self.app.close()
 
     @property
     def admin_address(self) -> tuple[str, int] | None:

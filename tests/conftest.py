@@ -24,6 +24,18 @@ from simpleproxy.observe.accesslog import AccessLog
 from simpleproxy.server import ProxyServer
 
 SHORT_TIMEOUT = 5.0  # something that should happen at once
+
+
+class FakeClock:
+    """A clock the test moves by hand (``clock.now += 30``), for the cache and the limits."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
 LONG_TIMEOUT = 30.0  # something that moves real data
 
 

@@ -17,17 +17,9 @@ from simpleproxy.cache.policy import format_http_date
 from simpleproxy.config import config_from_dict
 from simpleproxy.errors import ConfigError
 
-from conftest import LONG_TIMEOUT, SHORT_TIMEOUT, Proxy
+from conftest import FakeClock, LONG_TIMEOUT, Proxy, SHORT_TIMEOUT
 
 T0 = 1_800_000_000.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class OriginHandler(BaseHTTPRequestHandler):
@@ -78,7 +70,7 @@ class OriginHandler(BaseHTTPRequestHandler):
 class Origin(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: FakeClock) -> None:
         super().__init__(("127.0.0.1", 0), OriginHandler)
         self.clock = clock
         self.lock = threading.Lock()
@@ -105,8 +97,8 @@ class Origin(ThreadingHTTPServer):
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture

@@ -7,17 +7,9 @@ import threading
 
 import pytest
 
-from conftest import Proxy, single_upstream
+from conftest import FakeClock, Proxy, single_upstream
 from simpleproxy.config import config_from_dict
 from simpleproxy.errors import ConfigError
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 5000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def seen(backend) -> int:
@@ -25,7 +17,7 @@ def seen(backend) -> int:
 
 
 def test_a_route_limit_refuses_past_the_burst_and_refills_at_the_rate(backends, proxy) -> None:
-    backend, clock = backends(), Clock()
+    backend, clock = backends(), FakeClock(5000.0)
     p = proxy(single_upstream(backend.url, rate_limit={"rate": "2/s", "burst": 3}), clock=clock)
     statuses = [p.request("GET", "/")[0].status for _ in range(4)]
     assert statuses == [200, 200, 200, 429] and seen(backend) == 3
@@ -43,17 +35,17 @@ def test_the_global_limit_applies_to_every_route_before_its_own(backends, proxy)
     config = single_upstream(backend.url)
     config["routes"].append({"path": "/b", "upstream": "app", "rate_limit": {"rate": "1/h", "burst": 5}})
     config["rate_limit"] = {"rate": "1/h", "burst": 3}
-    p = proxy(config, clock=Clock())
+    p = proxy(config, clock=FakeClock(5000.0))
     assert [p.request("GET", path)[0].status for path in ("/", "/b", "/", "/b")] == [200, 200, 200, 429]
 
 
 def test_only_a_trusted_proxy_names_the_client(backends, proxy) -> None:
     backend = backends()
     limited = single_upstream(backend.url, rate_limit={"rate": "1/h", "burst": 1})
-    untrusting = proxy(limited, clock=Clock())
+    untrusting = proxy(limited, clock=FakeClock(5000.0))
     assert untrusting.request("GET", "/", headers={"X-Forwarded-For": "1.1.1.1"})[0].status == 200
     assert untrusting.request("GET", "/", headers={"X-Forwarded-For": "2.2.2.2"})[0].status == 429  # same peer
-    trusting = proxy({**limited, "headers": {"trusted_proxies": ["127.0.0.1/32", "10.0.0.0/8"]}}, clock=Clock())
+    trusting = proxy({**limited, "headers": {"trusted_proxies": ["127.0.0.1/32", "10.0.0.0/8"]}}, clock=FakeClock(5000.0))
     assert trusting.request("GET", "/", headers={"X-Forwarded-For": "1.1.1.1, 10.0.0.7"})[0].status == 200
     assert trusting.request("GET", "/", headers={"X-Forwarded-For": "2.2.2.2"})[0].status == 200  # another client
     assert trusting.request("GET", "/", headers={"X-Forwarded-For": "9.9.9.9, 1.1.1.1"})[0].status == 429

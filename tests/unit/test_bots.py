@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import FakeClock
+
 from simpleproxy.config import BotSettings, config_from_dict
 from simpleproxy.errors import BadRequest, ConfigError, Forbidden
 from simpleproxy.security.bots import BanList, BotGuard
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def guard(**settings) -> BotGuard:
@@ -35,7 +29,7 @@ def test_user_agent_lists_and_missing_fields() -> None:
 
 
 def test_the_ban_counts_bad_answers_in_a_window_then_refuses_for_a_while() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     bans = BanList(after=3, window=10, duration=60, statuses=frozenset({404, 429}), max_tracked=100, clock=clock)
     g = BotGuard(BotSettings(), bans)
     for status in (404, 200, 404):
@@ -54,7 +48,7 @@ def test_the_ban_counts_bad_answers_in_a_window_then_refuses_for_a_while() -> No
 
 
 def test_the_ban_list_is_bounded() -> None:
-    bans = BanList(after=1, window=10, duration=60, statuses=frozenset({403}), max_tracked=100, clock=Clock())
+    bans = BanList(after=1, window=10, duration=60, statuses=frozenset({403}), max_tracked=100, clock=FakeClock(100.0))
     for i in range(1000):
         bans.observe(f"10.0.{i // 256}.{i % 256}", 403)
     assert len(bans) == 100 and bans.banned("10.0.3.231") and not bans.banned("10.0.0.0")

@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 import pytest
 
+from conftest import FakeClock
+
 from simpleproxy.cache.filter import CacheFilter
 from simpleproxy.cache.policy import format_http_date
 from simpleproxy.cache.store import Caches, Freshness, Store
@@ -22,18 +24,10 @@ from simpleproxy.response import Response
 T0 = 1_800_000_000.0
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class Origin:
     """A terminal handler answering from a script; records every request it got."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
         self.seen: list[dict[str, Any]] = []
         self.status = "200 OK"
@@ -53,8 +47,8 @@ class Origin:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture

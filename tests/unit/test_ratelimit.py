@@ -8,6 +8,8 @@ import threading
 
 import pytest
 
+from conftest import FakeClock
+
 from simpleproxy.config import RateLimit
 from simpleproxy.errors import RateLimited, StoreUnavailableError
 from simpleproxy.ratelimit.bucket import decide, parse_rate
@@ -15,14 +17,6 @@ from simpleproxy.ratelimit.filter import Limiter, RateLimitFilter
 from simpleproxy.ratelimit.store import MemoryStore, RedisStore, StoreUnavailable
 from simpleproxy.request import Request
 from simpleproxy.response import Response
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.mark.parametrize(("text", "per_second"), [("100/s", 100), ("6000/min", 100), ("30/m", 0.5), ("36/h", 0.01), ("1/d", 1 / 86400)])
@@ -58,7 +52,7 @@ def test_gcra_reports_the_wait_that_keeps_exactly_to_the_rate() -> None:
 @pytest.fixture(params=["memory", "redis"])
 def store(request):
     if request.param == "memory":
-        yield MemoryStore(clock=Clock())  # frozen: exactness does not lean on slow refills
+        yield MemoryStore(clock=FakeClock(1000.0))  # frozen: exactness does not lean on slow refills
     else:
         redis_server = request.getfixturevalue("redis_server")
         store = RedisStore(redis_server.url)
@@ -91,7 +85,7 @@ def test_contract_keys_are_separate_and_refusals_say_when(store) -> None:
 
 
 def test_memory_store_refills_exactly_with_its_clock() -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     store = MemoryStore(clock=clock)
     assert [store.hit("k", 1.0, 2).allowed for _ in range(3)] == [True, True, False]
     clock.now += 0.999
@@ -134,7 +128,7 @@ def limit(**settings) -> RateLimit:
 
 
 def test_refusals_are_429_with_retry_after_and_ietf_fields() -> None:
-    f = RateLimitFilter([Limiter(limit(burst=2), MemoryStore(clock=Clock()))])
+    f = RateLimitFilter([Limiter(limit(burst=2), MemoryStore(clock=FakeClock(1000.0)))])
     first = f(request(), next=ok)
     assert dict(first.headers) == {"RateLimit-Policy": '"routes[0].rate_limit";q=2;w=1',
                                    "RateLimit": '"routes[0].rate_limit";r=1;t=1'} and first.limit == "passed"
@@ -146,7 +140,7 @@ def test_refusals_are_429_with_retry_after_and_ietf_fields() -> None:
 
 
 def test_keys_by_header_and_several_parts() -> None:
-    f = RateLimitFilter([Limiter(limit(key=("header:X-Api-Key", "client_ip")), MemoryStore(clock=Clock()))])
+    f = RateLimitFilter([Limiter(limit(key=("header:X-Api-Key", "client_ip")), MemoryStore(clock=FakeClock(1000.0)))])
     f(request(x_api_key="a"), next=ok)
     f(request(x_api_key="b"), next=ok)
     with pytest.raises(RateLimited):
@@ -155,7 +149,7 @@ def test_keys_by_header_and_several_parts() -> None:
 
 def test_delay_mode_spaces_a_burst_out_at_the_rate() -> None:
     slept: list[float] = []
-    f = RateLimitFilter([Limiter(limit(burst=3, mode="delay"), MemoryStore(clock=Clock()))], sleep=slept.append)
+    f = RateLimitFilter([Limiter(limit(burst=3, mode="delay"), MemoryStore(clock=FakeClock(1000.0)))], sleep=slept.append)
     for _ in range(3):
         assert f(request(), next=ok).limit in ("passed", "delayed")
     assert slept == pytest.approx([0.1, 0.2])
