@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from .cache import Caches, build_caches
 from .config import Config
-from .errors import ClientError, ProxyError, RateLimited, UriTooLong
+from .errors import ClientError, ProxyError, RateLimited, UriTooLong, WAFDenied
 from .headers import ForwardingHeaders
 from .observe.accesslog import AccessLog
 from .observe.metrics import RequestStats
@@ -189,6 +189,8 @@ class ProxyApp:
             response = self._error_response(exc, environ, request)
             if isinstance(exc, RateLimited):
                 response.limit = "rejected"
+            elif isinstance(exc, WAFDenied):
+                self.stats.count_waf(request.route.label if request and request.route else "-", exc.rule)
         except Exception:  # a bug: log it whole, tell the client little
             rid = request.get_request_id() if request else ""
             log.exception("internal error serving %s (request id %s)", environ.get("REQUEST_URI", ""), rid)

@@ -270,6 +270,7 @@ class ServerSettings:
     max_queue: int = 500
     #: on SIGTERM or Ctrl-C, how long requests in flight may take to finish before they are cut
     drain_time: float = 30.0
+    watch_config: bool = False  #: reload when the configuration file changes (checked every second)
     #: output buffered per connection before the app thread waits for the client;
     #: keeps memory flat under many slow readers (waitress: 16 MiB).
     outbuf_high_watermark: int = 1024**2

@@ -129,6 +129,7 @@ def _read_server(s: Section) -> ServerSettings:
         max_queue=s.get("max_queue", int_between(0, 1_000_000), d.max_queue),
         outbuf_high_watermark=s.get("outbuf_high_watermark", parse_size, d.outbuf_high_watermark),
         drain_time=s.get("drain_time", parse_duration, d.drain_time),
+        watch_config=s.get("watch_config", to_bool, d.watch_config),
     )
     s.done()
     return settings

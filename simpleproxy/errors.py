@@ -41,6 +41,14 @@ class Forbidden(ClientError):
     reason = "Forbidden"
 
 
+class WAFDenied(Forbidden):
+    """A WAF rule refused the request; ``rule`` names it (logs, metrics)."""
+
+    def __init__(self, rule: str) -> None:
+        super().__init__(f"refused by rule {rule}")
+        self.rule = rule
+
+
 class NoRoute(ClientError):
     status = 404
     reason = "Not Found"

@@ -11,6 +11,7 @@ it with 400 before any application code runs.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import select
 import signal
@@ -273,6 +274,25 @@ class ProxyServer:
         for front in self.fronts:
             front.certificates.reload()
 
+    def _watch(self) -> None:
+        """Reload when the file's modification time or size changes; a stat a second."""
+        path = str(self.config_path)
+
+        def signature() -> tuple[float, int]:
+            try:
+                info = os.stat(path)
+            except OSError:
+                return (0.0, -1)
+            return (info.st_mtime, info.st_size)
+
+        seen = signature()
+        while not self._stopped.wait(1.0):
+            now = signature()
+            if now != seen and now[1] >= 0:
+                seen = now
+                log.info("%s changed: reloading", path)
+                self.reload()
+
     def reload(self) -> list[str]:
         """Read the configuration file again and serve it; -> the problems, empty on success.
 
@@ -306,6 +326,8 @@ class ProxyServer:
         """Serve until :meth:`stop`, Ctrl-C or SIGTERM; then close the pools."""
         for front in self.fronts:
             front.start(self._adopt)
+        if self.app.config.server.watch_config and self.config_path is not None:
+            threading.Thread(target=self._watch, name="simpleproxy-watch", daemon=True).start()
         if self.admin is not None:
             threading.Thread(target=self.admin.run, name="simpleproxy-admin", daemon=True).start()
         try:

@@ -132,7 +132,9 @@ class AdminApp:
     def status(self) -> dict[str, Any]:
         """What the status page shows: routes, servers with health and load, caches, traffic."""
         state = self.server.app.state
-        requests, _, cache_results = self.server.app.stats.snapshot()
+        stats = self.server.app.stats
+        requests, _, cache_results = stats.snapshot()
+        limit_results, waf_denials = stats.limit_snapshot(), stats.waf_snapshot()
         by_route: dict[str, dict[str, int]] = {}
         for (route, status), count in requests.items():
             by_route.setdefault(route, {})[status] = count
@@ -141,8 +143,10 @@ class AdminApp:
             config = route.config
             target = f"upstream {config.upstream}" if config.upstream else f"respond {config.respond.status}"  # type: ignore[union-attr]
             hits = {k[1]: v for k, v in cache_results.items() if k[0] == route.label}
+            limits = {k[1]: v for k, v in limit_results.items() if k[0] == route.label}
+            limits.update({f"waf {k[1]}": v for k, v in waf_denials.items() if k[0] == route.label})
             routes.append({"route": route.label, "key": config.key, "to": target, "cache": config.cache is not None,
-                           "statuses": by_route.get(route.label, {}), "cache_results": hits})
+                           "statuses": by_route.get(route.label, {}), "cache_results": hits, "limits": limits})
         upstreams = []
         for name, upstream in sorted(state.upstreams.items()):
             servers = [{"server": s.name, "up": s.available(), "breaker": s.breaker.state(), "healthy": s.check.healthy,

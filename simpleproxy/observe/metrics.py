@@ -31,6 +31,7 @@ class RequestStats:
         self.latency: dict[str, list[float]] = {}  #: route -> bucket counts, then +Inf, then the sum
         self.cache: dict[tuple[str, str], int] = {}
         self.limits: dict[tuple[str, str], int] = {}
+        self.waf: dict[tuple[str, str], int] = {}  #: (route, rule) -> denials
 
     def record(self, route: str, status: str, seconds: float, cache: str, limit: str = "-") -> None:
         index = bisect.bisect_left(BUCKETS, seconds)
@@ -53,9 +54,17 @@ class RequestStats:
         with self._lock:
             return dict(self.requests), {k: list(v) for k, v in self.latency.items()}, dict(self.cache)
 
+    def count_waf(self, route: str, rule: str) -> None:
+        with self._lock:
+            self.waf[(route, rule)] = self.waf.get((route, rule), 0) + 1
+
     def limit_snapshot(self) -> dict[tuple[str, str], int]:
         with self._lock:
             return dict(self.limits)
+
+    def waf_snapshot(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            return dict(self.waf)
 
 
 class Collector:
@@ -91,6 +100,10 @@ class Collector:
         for (route, result), count in sorted(self.stats.limit_snapshot().items()):
             limited.add_metric([route, result], count)
         yield limited
+        denied = CounterMetricFamily("simpleproxy_waf_denials", "Requests refused by a WAF rule", labels=["route", "rule"])
+        for (route, rule), count in sorted(self.stats.waf_snapshot().items()):
+            denied.add_metric([route, rule], count)
+        yield denied
         yield from self._upstreams()
         yield from self._caches()
         yield from self._server()

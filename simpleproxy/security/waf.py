@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import unquote_plus
 
-from ..errors import Forbidden
+from ..errors import WAFDenied
 from ..request import Request
 from ..response import Response
 
@@ -183,7 +183,7 @@ class WAFFilter:
         if action == "deny":
             log.warning("waf rule %s denied %s %s (client %s, request id %s)", name, request.method, request.path,
                         request.client_ip, request.get_request_id())
-            raise Forbidden(f"refused by rule {name}")
+            raise WAFDenied(name)
         return next(request)
 
 

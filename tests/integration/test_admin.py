@@ -114,6 +114,24 @@ def test_metrics_parse_and_count_the_traffic_sent(tmp_path, backends, served) ->
     assert [s.value for s in families["simpleproxy_open_connections"].samples] == [0]
 
 
+def test_limit_results_and_waf_denials_are_counted(tmp_path, backends, served) -> None:
+    extra = ("  - {path: /limited, upstream: app, rate_limit: {rate: 1/h, burst: 1}}\n"
+             "  - {path: /guarded, upstream: app, waf: {baseline: true}}\n")
+    server = served(write(tmp_path / "c.yaml", backends().url, extra=extra))
+    assert [proxy_get(server, "/limited/x") for _ in range(2)] == [200, 429]
+    assert proxy_get(server, "/guarded/.env") == 403
+    body = call(server.admin_address, "GET", "/metrics")[1].decode()
+    families = {f.name: f for f in text_string_to_metric_families(body)}
+    limits = {s.labels["result"]: s.value for s in families["simpleproxy_rate_limit_results"].samples
+              if s.name.endswith("_total")}
+    assert limits == {"passed": 1, "rejected": 1}
+    denials = [(s.labels["route"], s.labels["rule"], s.value) for s in families["simpleproxy_waf_denials"].samples
+               if s.name.endswith("_total")]
+    assert denials == [("*/guarded", "baseline-scanners", 1)]
+    routes = {r["route"]: r["limits"] for r in json.loads(call(server.admin_address, "GET", "/status.json")[1])["routes"]}
+    assert routes["*/limited"] == {"passed": 1, "rejected": 1} and routes["*/guarded"] == {"waf baseline-scanners": 1}
+
+
 def test_reload_and_purge_need_a_post_with_the_admin_header(tmp_path, backends, served) -> None:
     a, b = backends("A"), backends("B")
     path = write(tmp_path / "c.yaml", a.url)

@@ -142,3 +142,30 @@ def test_sighup_reloads_the_file(tmp_path, backends) -> None:
         proc.terminate()
         proc.wait(LONG_TIMEOUT)
         proc.stderr.close()  # type: ignore[union-attr]
+
+
+def test_watch_config_reloads_when_the_file_changes(tmp_path, backends, served, caplog) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO)
+    a, b = backends("A"), backends("B")
+    config = tmp_path / "proxy.yaml"
+    write(config, a.url, b.url)
+    config.write_text(config.read_text() + "server: {watch_config: true}\n")
+    server = served(config)
+    reloaded = threading.Event()
+
+    class Seen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "configuration reloaded" in record.getMessage():
+                reloaded.set()
+
+    handler = Seen()
+    logging.getLogger("simpleproxy").addHandler(handler)
+    try:
+        write(config, a.url, b.url, "  - {path: /new, upstream: b}\n")
+        config.write_text(config.read_text() + "server: {watch_config: true}\n")
+        assert reloaded.wait(LONG_TIMEOUT)
+        assert get(server.addresses[0][1], "/new")[1]["name"] == "B"
+    finally:
+        logging.getLogger("simpleproxy").removeHandler(handler)
