@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from .cache import Caches, build_caches
 from .config import Config
-from .errors import ClientError, ProxyError, RateLimited, UriTooLong, WAFDenied
+from .errors import Banned, ClientError, ProxyError, RateLimited, UriTooLong, WAFDenied
 from .headers import ForwardingHeaders
 from .observe.accesslog import AccessLog
 from .observe.metrics import RequestStats
@@ -174,6 +174,7 @@ class ProxyApp:
         state = self.state
         started = time.perf_counter()
         request = None
+        banned = False
         try:
             if len(environ.get("REQUEST_URI") or "") > state.max_uri:
                 raise UriTooLong(f"request target over {state.max_uri} bytes")
@@ -187,6 +188,7 @@ class ProxyApp:
             response = route.handler(request)
         except ProxyError as exc:
             response = self._error_response(exc, environ, request)
+            banned = isinstance(exc, Banned)
             if isinstance(exc, RateLimited):
                 response.limit = "rejected"
             elif isinstance(exc, WAFDenied):
@@ -195,7 +197,7 @@ class ProxyApp:
             rid = request.get_request_id() if request else ""
             log.exception("internal error serving %s (request id %s)", environ.get("REQUEST_URI", ""), rid)
             response = self._error_response(ProxyError("internal error"), environ, request)
-        if state.bots is not None:
+        if state.bots is not None and not banned:
             state.bots.observe(request.client_ip if request is not None else environ.get("REMOTE_ADDR", ""),
                                int(response.status[:3]))
         own = response.own_headers

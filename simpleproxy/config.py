@@ -181,6 +181,7 @@ class RateLimit:
     #: what a bucket is per: client_ip, host, route, header:NAME, or several of them
     key: tuple[str, ...] = ("client_ip",)
     mode: str = "reject"  #: reject (429 past the burst) or delay (space a burst out at the rate)
+    max_delay: float = 1.0  #: delay mode: a request that would wait longer is refused instead
     store: str = "memory"  #: memory, or redis://host:port/db shared by every instance
     on_store_error: str = "allow"  #: when Redis does not answer: allow or deny (503)
     max_keys: int = 100_000  #: buckets the memory store keeps; the least recently used go first
@@ -283,6 +284,8 @@ class HeaderSettings:
     via: bool = False  #: add ``Via: 1.1 simpleproxy`` both ways
     #: relay the backend's ``Server`` field (nginx hides it and sends its own)
     pass_server: bool = False
+    #: where trusted proxies name the client: x-forwarded-for or forwarded (RFC 7239); one, not both
+    client_ip_header: str = "x-forwarded-for"
 
 
 @dataclass(frozen=True)

@@ -147,6 +147,7 @@ def _read_headers(s: Section) -> HeaderSettings:
         forwarded=s.get("forwarded", to_bool, False),
         via=s.get("via", to_bool, False),
         pass_server=s.get("pass_server", to_bool, False),
+        client_ip_header=s.get("client_ip_header", one_of("x-forwarded-for", "forwarded"), "x-forwarded-for"),
     )
     s.done()
     return settings

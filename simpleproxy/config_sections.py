@@ -121,12 +121,13 @@ def read_rate_limit(s: Section) -> RateLimit | None:
         burst=s.get("burst", int_between(1, 10_000_000), d.burst),
         key=s.get("key", _limit_key, d.key),
         mode=s.get("mode", one_of("reject", "delay"), d.mode),
+        max_delay=s.get("max_delay", to_positive_duration, d.max_delay),
         store=store,
         on_store_error=s.get("on_store_error", one_of("allow", "deny"), d.on_store_error),
         max_keys=s.get("max_keys", int_between(100, 100_000_000), d.max_keys),
     )
-    if rate and limit.mode == "delay" and (limit.burst - 1) / rate > 60:
-        s.walker.error(s.key("burst"), "delay mode would hold a request for more than a minute; lower burst")
+    if limit.max_delay > 60:
+        s.walker.error(s.key("max_delay"), "a request held for more than a minute holds a worker thread that long")
     s.done()
     return limit if rate else None
 
@@ -138,9 +139,13 @@ def _limit_store(value: object) -> str:
     if not text.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError(f"expected memory or redis://host:port/db, got {value!r}")
     try:
-        import redis  # noqa: F401  (the 'redis' extra)
+        from redis.connection import parse_url  # the 'redis' extra
     except ImportError:
         raise ValueError("a Redis store needs the redis extra: pip install 'simpleproxy[redis]'") from None
+    try:
+        parse_url(text)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"not a Redis URL ({exc})") from None
     return text
 
 

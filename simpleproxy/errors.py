@@ -41,6 +41,10 @@ class Forbidden(ClientError):
     reason = "Forbidden"
 
 
+class Banned(Forbidden):
+    """A banned address asked again; not counted towards a ban once more (it would never end)."""
+
+
 class WAFDenied(Forbidden):
     """A WAF rule refused the request; ``rule`` names it (logs, metrics)."""
 

@@ -70,15 +70,19 @@ def _field_name(key: str) -> str | None:
 
 
 def _forwarded_for(element: str) -> str:
-    """RFC 7239 ``for=`` of one element, without quotes, brackets or port ("" if none)."""
+    """RFC 7239 ``for=`` of one element, without quotes ("" if none)."""
     for pair in element.split(";"):
         name, _, value = pair.strip().partition("=")
         if name.lower() == "for":
-            value = value.strip().strip('"')
-            if value.startswith("["):
-                return value[1:].partition("]")[0]
-            return value.partition(":")[0] if value.count(":") == 1 else value
+            return value.strip().strip('"')
     return ""
+
+
+def _without_port(hop: str) -> str:
+    """``1.2.3.4:5678`` and ``[2001:db8::1]:5678`` (as some balancers write them) -> the address."""
+    if hop.startswith("["):
+        return hop[1:].partition("]")[0]
+    return hop.partition(":")[0] if hop.count(":") == 1 else hop
 
 
 def _is_address(text: str) -> bool:
@@ -122,17 +126,17 @@ class ForwardingHeaders:
         that is not itself trusted."""
         if not self._trusted or not self.is_trusted(peer):
             return peer
-        xff = environ.get("HTTP_X_FORWARDED_FOR")
-        if xff:
-            hops = xff.split(",")
-        else:
+        # One header only, the one the trusted proxies write: reading the other too would let a
+        # client forge it through a proxy that passes it on untouched.
+        if self.settings.client_ip_header == "forwarded":
             forwarded = environ.get("HTTP_FORWARDED")
-            if not forwarded:
-                return peer
-            hops = [_forwarded_for(element) for element in forwarded.split(",")]
+            hops = [_forwarded_for(element) for element in forwarded.split(",")] if forwarded else []
+        else:
+            xff = environ.get("HTTP_X_FORWARDED_FOR")
+            hops = xff.split(",") if xff else []
         client = peer
         for hop in reversed(hops):
-            hop = hop.strip()
+            hop = _without_port(hop.strip())
             if not _is_address(hop):
                 break  # garbage in the chain: trust nothing left of it
             client = hop

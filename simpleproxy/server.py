@@ -291,7 +291,10 @@ class ProxyServer:
             if now != seen and now[1] >= 0:
                 seen = now
                 log.info("%s changed: reloading", path)
-                self.reload()
+                try:
+                    self.reload()
+                except Exception:  # keep watching whatever one reload did
+                    log.exception("reload after a change of %s failed", path)
 
     def reload(self) -> list[str]:
         """Read the configuration file again and serve it; -> the problems, empty on success.
@@ -314,7 +317,11 @@ class ProxyServer:
             https_moved = (config.https.addresses if config.https else ()) != (running.https.addresses if running.https else ())
             if config.listen != running.listen or config.server != running.server or https_moved:
                 log.warning("listen and server settings changed: they take effect at the next restart")
-            self.app.reload(config)
+            try:
+                self.app.reload(config)
+            except Exception as exc:  # a store or pool that cannot be built: the running state stays
+                log.exception("reload failed, the running configuration stays")
+                return [f"the new configuration could not be put in place: {exc}"]
             for front in self.fronts:
                 if config.https is not None:
                     front.certificates.listener = config.https

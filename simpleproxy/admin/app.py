@@ -16,6 +16,7 @@ import dataclasses
 import hmac
 import ipaddress
 import json
+import re
 import time
 from importlib import resources
 from typing import Any, Callable, Iterable
@@ -25,6 +26,7 @@ from ..config import AdminSettings, Config
 from ..observe.metrics import Collector, exposition, store_names
 
 _SECRETS = frozenset(("password", "token"))
+_URL_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", re.I)
 
 
 def redacted(config: Config) -> dict[str, Any]:
@@ -37,7 +39,9 @@ def redacted(config: Config) -> dict[str, Any]:
             return [clean(v) for v in value]
         if isinstance(value, (frozenset, set)):
             return sorted(clean(v) for v in value)
-        if isinstance(value, (str, int, float, bool)) or value is None:
+        if isinstance(value, str):
+            return _URL_USERINFO.sub(r"\1[redacted]@", value)  # redis://:secret@host -> redis://[redacted]@host
+        if isinstance(value, (int, float, bool)) or value is None:
             return value
         return str(value)
 
@@ -50,6 +54,7 @@ class AdminApp:
     def __init__(self, server: Any, settings: AdminSettings) -> None:
         self.server = server
         self.token = settings.token.encode() if settings.token else None
+        self.local_names = {"localhost", "127.0.0.1", "::1"} | ({settings.listen[0].lower()} if settings.listen else set())
         self.started = time.time()
         self.collector = Collector(server.app.stats, lambda: server.app.state, lambda: server)
         self.routes: dict[tuple[str, str], Callable[[dict[str, Any]], tuple[str, list, bytes]]] = {
@@ -99,6 +104,15 @@ class AdminApp:
             local = False
         if not local:
             return _text("403 Forbidden", "the admin listener serves local clients only (or set admin.token)\n")
+        # DNS rebinding: a web page whose name now points at 127.0.0.1 would be same-origin with
+        # this listener; its requests carry that name in Host, so only loopback names are served.
+        host = environ.get("HTTP_HOST", "")
+        if host.startswith("["):
+            host = host[1:].partition("]")[0]
+        elif host.count(":") == 1:
+            host = host.partition(":")[0]
+        if host.lower() not in self.local_names:
+            return _text("403 Forbidden", "the Host must be localhost or a loopback address (or set admin.token)\n")
         return None
 
     def _ready(self, environ: dict[str, Any]) -> tuple[str, list, bytes]:

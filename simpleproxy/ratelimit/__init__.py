@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 from ..config import Config, RateLimit
 from .filter import Limiter, RateLimitFilter
+from ..observe.metrics import route_label
 from .store import make_store
 
 __all__ = ["Limiter", "RateLimitFilter", "build_limiters"]
@@ -24,7 +25,8 @@ def build_limiters(
         identity = (where, limit.store, limit.max_keys)
         store = previous.get(identity) or stores.get(identity) or make_store(limit.store, limit.max_keys, clock)
         stores[identity] = store
-        return Limiter(limit, store)
+        name = where if isinstance(where, str) else route_label(*where)
+        return Limiter(limit, store, name)
 
     overall = limiter("global", config.rate_limit) if config.rate_limit is not None else None
     filters: dict[str, RateLimitFilter] = {}

@@ -7,6 +7,7 @@ left; a refusal is a 429 with ``Retry-After`` computed from the bucket.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import threading
@@ -28,14 +29,17 @@ Handler = Callable[[Request], Response]
 class Limiter:
     """One configured limit: how it keys requests and where its buckets live."""
 
-    def __init__(self, config: RateLimit, store: Any) -> None:
+    def __init__(self, config: RateLimit, store: Any, name: str) -> None:
+        """``name``: what the limit's buckets are keyed under, stable when routes move
+        (``global``, ``app.example.com/api``), so Redis keys and reloads keep finding them."""
         self.config = config
         self.store = store
         self.interval = 1.0 / config.rate
         self.burst = config.burst
-        self.name = config.where
+        self.name = name
+        self.max_delay = config.max_delay
         window = max(1, math.ceil(config.burst * self.interval))
-        self.policy = f'"{config.where}";q={config.burst};w={window}'
+        self.policy = f'"{name}";q={config.burst};w={window}'
         self._parts = [self._part(name) for name in config.key]
         self._last_error_log = 0.0
         self._lock = threading.Lock()
@@ -53,9 +57,10 @@ class Limiter:
 
     def key(self, request: Request) -> str:
         parts = self._parts
-        if len(parts) == 1:
-            return f"{self.name}|{parts[0](request)}"
-        return self.name + "|" + "\x1f".join(part(request) for part in parts)
+        value = parts[0](request) if len(parts) == 1 else "\x1f".join(part(request) for part in parts)
+        if len(value) > 64:  # a 60 KiB header value must not become a 60 KiB key, 100,000 times over
+            value = "#" + hashlib.blake2b(value.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
+        return f"{self.name}|{value}"
 
     def check(self, request: Request) -> Decision | None:
         """The decision; None when the store failed and ``on_store_error: allow``."""
@@ -68,7 +73,7 @@ class Limiter:
                 if due:
                     self._last_error_log = now
             if due:  # once per 10 s, not once per request
-                log.error("%s: store %s unavailable (%s); requests are %s meanwhile", self.name,
+                log.error("%s: store %s unavailable (%s); requests are %s meanwhile", self.config.where,
                           self.config.store.split("@")[-1], exc, "allowed" if self.config.on_store_error == "allow" else "refused")
             if self.config.on_store_error == "deny":
                 raise StoreUnavailableError("the rate limit store is unavailable") from None
@@ -100,6 +105,11 @@ class RateLimitFilter:
                     headers=(("Retry-After", str(retry)), *limiter.fields(decision)),
                 )
             if limiter.config.mode == "delay":
+                if decision.wait > limiter.max_delay:  # held that long, it would hold a worker thread
+                    raise RateLimited(
+                        f"rate limit exceeded ({limiter.config.rate_text}; the wait would pass max_delay)",
+                        headers=(("Retry-After", str(max(1, math.ceil(decision.wait)))), *limiter.fields(decision)),
+                    )
                 delay = max(delay, decision.wait)
             if tightest is None or decision.remaining < tightest[1].remaining:
                 tightest = (limiter, decision)

@@ -19,7 +19,7 @@ from collections import OrderedDict, deque
 from typing import Callable
 
 from ..config import BotSettings
-from ..errors import BadRequest, Forbidden
+from ..errors import BadRequest, Banned, Forbidden
 
 log = logging.getLogger("simpleproxy.bots")
 
@@ -94,7 +94,7 @@ class BotGuard:
         if bans is not None:
             left = bans.banned(client)
             if left:
-                raise Forbidden("this address is banned for a while", headers=(("Retry-After", str(int(left) + 1)),))
+                raise Banned("this address is banned for a while", headers=(("Retry-After", str(int(left) + 1)),))
         if self.require_host and not host:
             raise BadRequest("a Host header is required")
         agent = environ.get("HTTP_USER_AGENT")

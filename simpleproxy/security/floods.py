@@ -87,7 +87,9 @@ def install_head_deadline(server: Any, timeout: float) -> None:
         for channel in list(server.active_channels.values()):
             request = channel.request
             started = getattr(request, "started", None)
-            if started is not None and not request.headers_finished and started < cutoff and not channel.will_close:
+            # Not while an earlier request of the same connection is served: cutting would cut its answer.
+            if (started is not None and not request.headers_finished and started < cutoff
+                    and not channel.will_close and not channel.requests):
                 log.info("closed a connection from %s: request head not complete after %gs", channel.addr[0], timeout)
                 channel.will_close = True
 

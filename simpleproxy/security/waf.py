@@ -199,26 +199,38 @@ BASELINE: list[tuple[str, dict]] = [
         {"args": {"regex": _I + r"(?:/etc/(?:passwd|shadow|hosts)|c:\\+windows\\+|/proc/self/|\\0)"}},
     ]}),
     ("baseline-sql-injection", {"any": [
-        {"args": {"regex": _I + r"\bunion\b[\s(]+(?:all\s+)?select\b"}},
-        {"args": {"regex": _I + r"['\"`]\s*(?:or|and)\s+['\"`]?[\w ]+['\"`]?\s*(?:=|<|>|like\b)"}},
-        {"args": {"regex": _I + r";\s*(?:drop\s+(?:table|database|schema|view|index)|delete\s+from|insert\s+into|"
-                                r"update\s+\w+\s+set|alter\s+table|truncate\s+table|create\s+(?:table|user|database)|"
+        # Every repetition is bounded or cannot overlap its neighbour: these run on attacker input
+        # under the GIL, so a pattern that backtracks badly would stall the whole process.
+        {"args": {"regex": _I + r"\bunion(?:\s|/\*[^*]{0,40}\*/|\(){1,20}(?:all(?:\s|/\*[^*]{0,40}\*/){1,20})?select\b"}},
+        {"args": {"regex": _I + r"['\"`]\s{0,20}(?:or|and)\b\s{0,20}['\"`]?\w{1,60}['\"`]?\s{0,20}(?:=|<|>|\blike\b)"}},
+        {"args": {"regex": _I + r";\s{0,20}(?:drop\s+(?:table|database|schema|view|index)|delete\s+from|insert\s+into|"
+                                r"update\s+\w{1,64}\s+set|alter\s+table|truncate\s+table|create\s+(?:table|user|database)|"
                                 r"exec(?:ute)?\s+\w)\b"}},
-        {"args": {"regex": _I + r"\b(?:sleep|benchmark|pg_sleep)\s*\(\s*\d|\bwaitfor\s+delay\b"}},
+        {"args": {"regex": _I + r"\b(?:sleep|benchmark|pg_sleep)\s{0,20}\(\s{0,20}\d|\bwaitfor\s+delay\b"}},
         {"args": {"regex": _I + r"\b(?:information_schema|pg_catalog|sysobjects|mysql\.user)\b"}},
-        {"args": {"regex": _I + r"['\"`]\s*(?:--|#|/\*)"}},
+        {"args": {"regex": _I + r"['\"`]\s{0,20}(?:--|#|/\*)"}},
     ]}),
     ("baseline-script-injection", {"any": [
-        {field: {"regex": _I + r"<\s*(?:script|iframe|object|embed)\b|javascript\s*:|\bon(?:error|load|click|mouseover|focus|toggle)\s*=|<\s*svg[^>]*\bon\w+\s*="}}
+        {field: {"regex": _I + r"<\s{0,20}(?:script|iframe|object|embed)\b|javascript\s{0,20}:"
+                          r"|<[^<>]{0,256}\bon(?:error|load|click|mouseover|focus|toggle|\w{2,20})\s{0,20}="
+                          r"|['\"]\s{0,20}on(?:error|load|click|mouseover|focus|toggle)\s{0,20}="}}
         for field in ("args", "header:Referer")
     ]}),
     ("baseline-command-injection", {"any": [
-        {"args": {"regex": _I + r"(?:;|\|\|?|&&|`|\$\()\s*(?:cat|wget|curl|bash|sh|nc|ncat|python|perl|id|uname)\b"}},
-        {"header:User-Agent": {"regex": r"\(\)\s*\{\s*:;\s*\}"}},  # Shellshock
+        # A separator, then a command that is not a common word (or cat/id with what follows them
+        # in an attack), and not a parameter name (``&&id=2``).
+        {"args": {"regex": _I + r"(?:;|&&|\|\|?)\s{0,20}(?:wget|curl|bash|sh|zsh|nc|ncat|netcat|python[23]?|perl|"
+                                r"php|ruby|uname|whoami|chmod|rm\s+-)\b(?!\s{0,20}=)"
+                                r"|(?:;|&&|\|\|?)\s{0,20}cat\s{1,20}[/~.$]"
+                                r"|(?:;|&&|\|\|?)\s{0,20}id\s{0,20}(?:$|[;|&`])"
+                                r"|`[^`]{0,100}\b(?:id|whoami|uname|cat|curl|wget|nc)\b|\$\(\s{0,20}\w"}},
+        {"header:User-Agent": {"regex": r"\(\)\s{0,20}\{\s{0,20}:;\s{0,20}\}"}},  # Shellshock
     ]}),
     ("baseline-scanners", {"any": [
         {"user_agent": {"regex": _I + r"\b(?:sqlmap|nikto|nmap|masscan|acunetix|nessus|wpscan|dirbuster|gobuster|nuclei|zgrab|openvas|w3af)\b"}},
-        {"path": {"regex": _I + r"(?:^|/)(?:\.env|\.git|\.svn|\.hg|\.aws|\.ssh|\.htpasswd|\.DS_Store)(?:/|$)|/(?:wp-login\.php|xmlrpc\.php|phpmyadmin|phpinfo\.php)(?:/|$)|\.(?:bak|sql|swp|old)$"}},
+        # On the decoded target: /.git%2Fconfig is /.git/config to a backend that decodes %2F.
+        {"target": {"regex": _I + r"^[^?]*(?:(?:^|/)(?:\.env|\.git|\.svn|\.hg|\.aws|\.ssh|\.htpasswd|\.DS_Store)(?:/|$|\?)"
+                                  r"|/(?:wp-login\.php|xmlrpc\.php|phpmyadmin|phpinfo\.php)(?:/|$|\?)|\.(?:bak|sql|swp|old)(?:$|\?))"}},
     ]}),
 ]
 

@@ -87,10 +87,19 @@ def test_without_a_token_only_local_clients_are_served(tmp_path, backends, serve
     server = served(write(tmp_path / "c.yaml", backends().url))
     app = AdminApp(server, AdminSettings(("127.0.0.1", 0)))
     answers = []
-    for address in ("10.1.2.3", "192.168.0.9", "::1", "127.0.0.1"):
-        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/health", "REMOTE_ADDR": address}
+    for address, host in (("10.1.2.3", "127.0.0.1"), ("192.168.0.9", "localhost"), ("::1", "[::1]:9901"),
+                          ("127.0.0.1", "127.0.0.1:9901"), ("127.0.0.1", "evil.example:9901")):  # DNS rebinding
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/health", "REMOTE_ADDR": address, "HTTP_HOST": host}
         app(environ, lambda status, headers: answers.append(status[:3]))
-    assert answers == ["403", "403", "200", "200"]
+    assert answers == ["403", "403", "200", "200", "403"]
+
+
+def test_config_redacts_credentials_in_urls() -> None:
+    from simpleproxy.admin.app import redacted
+    from simpleproxy.config import config_from_dict
+
+    config = config_from_dict({"routes": [{"respond": {}, "rate_limit": {"rate": "1/s", "store": "redis://:hunter2@127.0.0.1:6379/0"}}]})
+    assert "hunter2" not in json.dumps(redacted(config))
 
 
 def test_metrics_parse_and_count_the_traffic_sent(tmp_path, backends, served) -> None:

@@ -7,7 +7,7 @@ import pytest
 from conftest import FakeClock
 
 from simpleproxy.config import BotSettings, config_from_dict
-from simpleproxy.errors import BadRequest, ConfigError, Forbidden
+from simpleproxy.errors import BadRequest, Banned, ConfigError, Forbidden
 from simpleproxy.security.bots import BanList, BotGuard
 
 
@@ -43,6 +43,7 @@ def test_the_ban_counts_bad_answers_in_a_window_then_refuses_for_a_while() -> No
         g.check("6.6.6.6", {"HTTP_USER_AGENT": "x"}, "h")
     assert dict(info.value.headers)["Retry-After"] == "61"
     g.check("7.7.7.7", {"HTTP_USER_AGENT": "x"}, "h")  # others are untouched
+    assert isinstance(info.value, Banned)  # which the app does not count again: a ban must end
     clock.now += 60
     g.check("6.6.6.6", {"HTTP_USER_AGENT": "x"}, "h")  # the ban ran out
 

@@ -82,6 +82,12 @@ def test_the_client_is_read_through_trusted_proxies_only() -> None:
     assert h.client_ip({"HTTP_X_FORWARDED_FOR": "6.6.6.6, 1.1.1.1, 10.0.0.2"}, "10.0.0.1") == "1.1.1.1"
     assert h.client_ip({"HTTP_X_FORWARDED_FOR": "10.0.0.3"}, "10.0.0.1") == "10.0.0.3"  # all trusted: the leftmost
     assert h.client_ip({"HTTP_X_FORWARDED_FOR": "1.1.1.1, garbage, 10.0.0.2"}, "10.0.0.1") == "10.0.0.2"
-    assert h.client_ip({"HTTP_FORWARDED": 'for="[2001:db8::1]:4711";proto=https, for=10.0.0.2'}, "10.0.0.1") == "2001:db8::1"
-    assert h.client_ip({"HTTP_FORWARDED": "for=192.0.2.60:8080;by=10.0.0.1"}, "10.0.0.1") == "192.0.2.60"
-    assert h.client_ip({"HTTP_FORWARDED": "for=unknown"}, "10.0.0.1") == "10.0.0.1"
+    assert h.client_ip({"HTTP_X_FORWARDED_FOR": "1.2.3.4:5678, [2001:db8::7]:80"}, "10.0.0.1") == "2001:db8::7"
+    # X-Forwarded-For is the one read by default: a Forwarded a client sent through is not.
+    assert h.client_ip({"HTTP_FORWARDED": "for=6.6.6.6"}, "10.0.0.1") == "10.0.0.1"
+    f = ForwardingHeaders(HeaderSettings(trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"),),
+                                         client_ip_header="forwarded"))
+    assert f.client_ip({"HTTP_FORWARDED": 'for="[2001:db8::1]:4711";proto=https, for=10.0.0.2'}, "10.0.0.1") == "2001:db8::1"
+    assert f.client_ip({"HTTP_FORWARDED": "for=192.0.2.60:8080;by=10.0.0.1"}, "10.0.0.1") == "192.0.2.60"
+    assert f.client_ip({"HTTP_FORWARDED": "for=unknown"}, "10.0.0.1") == "10.0.0.1"
+    assert f.client_ip({"HTTP_X_FORWARDED_FOR": "6.6.6.6"}, "10.0.0.1") == "10.0.0.1"

@@ -128,7 +128,7 @@ def limit(**settings) -> RateLimit:
 
 
 def test_refusals_are_429_with_retry_after_and_ietf_fields() -> None:
-    f = RateLimitFilter([Limiter(limit(burst=2), MemoryStore(clock=FakeClock(1000.0)))])
+    f = RateLimitFilter([Limiter(limit(burst=2), MemoryStore(clock=FakeClock(1000.0)), "routes[0].rate_limit")])
     first = f(request(), next=ok)
     assert dict(first.headers) == {"RateLimit-Policy": '"routes[0].rate_limit";q=2;w=1',
                                    "RateLimit": '"routes[0].rate_limit";r=1;t=1'} and first.limit == "passed"
@@ -140,21 +140,30 @@ def test_refusals_are_429_with_retry_after_and_ietf_fields() -> None:
 
 
 def test_keys_by_header_and_several_parts() -> None:
-    f = RateLimitFilter([Limiter(limit(key=("header:X-Api-Key", "client_ip")), MemoryStore(clock=FakeClock(1000.0)))])
+    f = RateLimitFilter([Limiter(limit(key=("header:X-Api-Key", "client_ip")), MemoryStore(clock=FakeClock(1000.0)), "r")])
     f(request(x_api_key="a"), next=ok)
     f(request(x_api_key="b"), next=ok)
     with pytest.raises(RateLimited):
         f(request(x_api_key="a"), next=ok)
 
 
-def test_delay_mode_spaces_a_burst_out_at_the_rate() -> None:
+def test_delay_mode_spaces_a_burst_out_at_the_rate_up_to_max_delay() -> None:
     slept: list[float] = []
-    f = RateLimitFilter([Limiter(limit(burst=3, mode="delay"), MemoryStore(clock=FakeClock(1000.0)))], sleep=slept.append)
+    f = RateLimitFilter([Limiter(limit(burst=5, mode="delay", max_delay=0.25), MemoryStore(clock=FakeClock(1000.0)),
+                                 "routes[0].rate_limit")], sleep=slept.append)
     for _ in range(3):
         assert f(request(), next=ok).limit in ("passed", "delayed")
     assert slept == pytest.approx([0.1, 0.2])
-    with pytest.raises(RateLimited):
+    with pytest.raises(RateLimited, match="max_delay"):  # a 0.3 s wait: past max_delay, refused
         f(request(), next=ok)
+
+
+def test_long_key_values_are_hashed() -> None:
+    store = MemoryStore(clock=FakeClock(1000.0))
+    f = RateLimitFilter([Limiter(limit(key=("header:X-Api-Key",)), store, "r")])
+    f(request(x_api_key="k" * 60000), next=ok)
+    (key,) = store._tats
+    assert len(key) < 40 and key.startswith("r|#")
 
 
 class _Down:
@@ -164,10 +173,10 @@ class _Down:
 
 def test_a_store_error_allows_or_denies_as_configured_and_logs_once(caplog) -> None:
     caplog.set_level(logging.ERROR)
-    allow = RateLimitFilter([Limiter(limit(on_store_error="allow"), _Down())])
+    allow = RateLimitFilter([Limiter(limit(on_store_error="allow"), _Down(), "r")])
     for _ in range(5):
         assert allow(request(), next=ok).status == "200 OK"
     assert sum("unavailable" in r.getMessage() for r in caplog.records) == 1
-    deny = RateLimitFilter([Limiter(limit(on_store_error="deny"), _Down())])
+    deny = RateLimitFilter([Limiter(limit(on_store_error="deny"), _Down(), "r")])
     with pytest.raises(StoreUnavailableError):
         deny(request(), next=ok)

@@ -57,6 +57,9 @@ ATTACKS = [
     "/backup/site.sql",
     "/phpmyadmin/index.php",
     "/config.php.bak",
+    "/.git%2Fconfig",
+    "/items?id=1+union/**/select+password+from+users",
+    "/login?user='or'1'='1",
     "/static/../../etc/passwd",  # routed as /etc/passwd, but a probe all the same
 ]
 
@@ -89,6 +92,12 @@ ORDINARY = [
     "/img/photo-2026.jpg",
     "/search?q=email%40example.com",
     "/api/v2/query?sql=false&from=2026-01-01&to=2026-02-01",
+    "/list?a=1;id=2",
+    "/list?x=1&&id=2",
+    "/search?q=dog+|+cat",
+    "/list?sort=asc&onload=1",
+    "/search?q=cats+and+dogs",
+    "/blog?tag=rock+and+roll&sort=name",
 ]
 
 
@@ -165,3 +174,22 @@ def test_rule_errors_name_the_key(rule, message) -> None:
     with pytest.raises(ConfigError) as info:
         config_from_dict({"routes": [{"respond": {}, "waf": {"rules": [rule]}}]})
     assert any(problem.startswith(message) for problem in info.value.problems), info.value.problems
+
+
+@pytest.mark.parametrize("target", [
+    "/?q='or" + "+" * 20000 + "x",
+    "/?q=" + "<svg" * 2000,
+    "/?q=union" + "+" * 20000,
+    "/?q=" + "%27" * 3000,
+    "/?q=;" + "+" * 20000 + "cat",
+    "/?q=`" + "a" * 20000,
+])
+def test_the_baseline_stays_linear_on_pathological_input(target) -> None:
+    """Regular expressions run under the GIL: one that backtracks badly would stall every thread.
+    These inputs took seconds to minutes with the first version's patterns; the bound is 100x the time
+    they take now."""
+    import time
+
+    started = time.perf_counter()
+    BASELINE.verdict(request(target, referer=target[:8000]))
+    assert time.perf_counter() - started < 2.0
