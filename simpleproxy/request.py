@@ -9,12 +9,14 @@ any backend is chosen.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import time
 from typing import Any
 from urllib.parse import quote
 
+from . import forks
 from .errors import BadRequest, LengthRequired, TooLarge
 
 # RFC 3986 section 2.3: only these may be decoded without changing meaning.
@@ -30,6 +32,9 @@ _HOST_HEADER = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=-]*)(?::
 _MEMO_LIMIT = 4096
 _targets: dict[str, tuple[str, str, str | None]] = {}
 _hosts: dict[str, tuple[str, str] | None] = {}
+_id_counter = itertools.count()
+_id_prefix = ""
+_id_generation = -1
 
 
 def normalize_path(path: str) -> str:
@@ -149,7 +154,15 @@ class Request:
 
     @staticmethod
     def new_id() -> str:
-        return os.urandom(6).hex()
+        """12 hex digits: a random prefix drawn once per process, then a counter.
+
+        Unique rather than secret (it is logged and returned); a system call
+        per request for os.urandom cost as much as reading the request target.
+        """
+        global _id_generation, _id_prefix
+        if _id_generation != forks.generation:  # a forked child draws its own prefix
+            _id_prefix, _id_generation = os.urandom(3).hex(), forks.generation
+        return f"{_id_prefix}{next(_id_counter) & 0xFFFFFF:06x}"
 
 
 def _target_from_cgi(environ: dict[str, Any]) -> str:

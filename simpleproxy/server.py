@@ -56,6 +56,9 @@ class StrictRequestParser(HTTPRequestParser):
     def received(self, data: bytes) -> int:
         """Refuse a head that ends its lines with a bare LF (waitress would wait for CRLF forever)."""
         if not self.headers_finished and not self.completed:  # type: ignore[has-type]
+            if data.count(b"\n") == data.count(b"\r\n"):  # every LF has its CR: the usual case, in C
+                self._last = data[-3:]
+                return super().received(data)
             window = self._last + data  # the bytes before, so a CRLF split across reads is seen whole
             end = window.find(b"\r\n\r\n")
             # The new bytes only (the look-behind still sees the old), and the head only, never the body.

@@ -22,49 +22,84 @@ def route_label(host: str | None, path: str) -> str:
     return f"{host or '*'}{path}"
 
 
-class RequestStats:
-    """Counts by (route, status), a latency histogram by route, and cache outcomes."""
+class _Shard:
+    """One thread's counts: only its own thread writes them, so no lock is taken per request."""
+
+    __slots__ = ("requests", "latency", "cache", "limits", "waf")
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self.requests: dict[tuple[str, str], int] = {}
         self.latency: dict[str, list[float]] = {}  #: route -> bucket counts, then +Inf, then the sum
         self.cache: dict[tuple[str, str], int] = {}
         self.limits: dict[tuple[str, str], int] = {}
         self.waf: dict[tuple[str, str], int] = {}  #: (route, rule) -> denials
 
-    def record(self, route: str, status: str, seconds: float, cache: str, limit: str = "-") -> None:
-        index = bisect.bisect_left(BUCKETS, seconds)
-        with self._lock:
-            key = (route, status)
-            self.requests[key] = self.requests.get(key, 0) + 1
-            buckets = self.latency.get(route)
-            if buckets is None:
-                buckets = self.latency[route] = [0.0] * (len(BUCKETS) + 2)
-            buckets[index] += 1
-            buckets[-1] += seconds
-            if cache != "-":
-                ckey = (route, cache)
-                self.cache[ckey] = self.cache.get(ckey, 0) + 1
-            if limit != "-":
-                lkey = (route, limit)
-                self.limits[lkey] = self.limits.get(lkey, 0) + 1
 
-    def snapshot(self) -> tuple[dict, dict, dict]:
-        with self._lock:
-            return dict(self.requests), {k: list(v) for k, v in self.latency.items()}, dict(self.cache)
+class RequestStats:
+    """Counts by (route, status), a latency histogram by route, cache, limit and WAF outcomes.
+
+    Each thread counts in a shard of its own; a scrape adds the shards up
+    (reading another thread's dict is safe under the GIL, and a count landing
+    during a scrape is seen at the next one).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._shards: list[_Shard] = []
+        self._local = threading.local()
+
+    def _shard(self) -> _Shard:
+        shard = getattr(self._local, "shard", None)
+        if shard is None:
+            shard = self._local.shard = _Shard()
+            with self._lock:
+                self._shards.append(shard)
+        return shard
+
+    def record(self, route: str, status: str, seconds: float, cache: str, limit: str = "-") -> None:
+        shard = self._shard()
+        key = (route, status)
+        requests = shard.requests
+        requests[key] = requests.get(key, 0) + 1
+        buckets = shard.latency.get(route)
+        if buckets is None:
+            buckets = shard.latency[route] = [0.0] * (len(BUCKETS) + 2)
+        buckets[bisect.bisect_left(BUCKETS, seconds)] += 1
+        buckets[-1] += seconds
+        if cache != "-":
+            shard.cache[(route, cache)] = shard.cache.get((route, cache), 0) + 1
+        if limit != "-":
+            shard.limits[(route, limit)] = shard.limits.get((route, limit), 0) + 1
 
     def count_waf(self, route: str, rule: str) -> None:
+        waf = self._shard().waf
+        waf[(route, rule)] = waf.get((route, rule), 0) + 1
+
+    def _sum(self, field: str) -> dict:
+        total: dict = {}
         with self._lock:
-            self.waf[(route, rule)] = self.waf.get((route, rule), 0) + 1
+            shards = list(self._shards)
+        for shard in shards:
+            for key, value in list(getattr(shard, field).items()):
+                total[key] = total.get(key, 0) + value
+        return total
+
+    def snapshot(self) -> tuple[dict, dict, dict]:
+        latency: dict[str, list[float]] = {}
+        with self._lock:
+            shards = list(self._shards)
+        for shard in shards:
+            for route, buckets in list(shard.latency.items()):
+                into = latency.setdefault(route, [0.0] * len(buckets))
+                for i, value in enumerate(list(buckets)):
+                    into[i] += value
+        return self._sum("requests"), latency, self._sum("cache")
 
     def limit_snapshot(self) -> dict[tuple[str, str], int]:
-        with self._lock:
-            return dict(self.limits)
+        return self._sum("limits")
 
     def waf_snapshot(self) -> dict[tuple[str, str], int]:
-        with self._lock:
-            return dict(self.waf)
+        return self._sum("waf")
 
 
 class Collector:

@@ -49,3 +49,22 @@ def test_settings_handed_to_waitress(monkeypatch) -> None:
     monkeypatch.delattr(select, "poll", raising=False)  # as on Windows
     windows = waitress_settings(config)
     assert windows["connection_limit"] == 500 and windows["asyncore_use_poll"] is False
+
+
+@pytest.mark.parametrize(("message", "refused"), [
+    (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nab\ncd\nefgh", False),  # LFs in the body are fine
+    (b"GET / HTTP/1.1\r\nHost: h\nX: y\r\n\r\n", True),
+    (b"GET / HTTP/1.1\nHost: h\n\n", True),
+])
+def test_bare_lf_in_the_head_is_found_however_the_bytes_are_split(message, refused) -> None:
+    from waitress.adjustments import Adjustments
+
+    from simpleproxy.server import StrictRequestParser
+
+    for step in range(1, len(message) + 1):  # every way a client or the network may cut the bytes
+        parser = StrictRequestParser(Adjustments())
+        for i in range(0, len(message), step):
+            data = message[i : i + step]
+            while data and not parser.completed:
+                data = data[parser.received(data):]
+        assert (parser.error is not None) is refused, step
