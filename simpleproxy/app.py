@@ -66,6 +66,7 @@ class ProxyState:
         self.config = config
         self.max_body = config.server.max_request_body
         self.max_uri = config.server.max_uri
+        self.trusts_proxies = bool(config.headers.trusted_proxies)
         self.headers = ForwardingHeaders(config.headers)
         old: dict[str, Upstream] = previous.upstreams if previous is not None else {}
         self.upstreams: dict[str, Upstream] = {
@@ -179,8 +180,11 @@ class ProxyApp:
             if len(environ.get("REQUEST_URI") or "") > state.max_uri:
                 raise UriTooLong(f"request target over {state.max_uri} bytes")
             request = Request(environ, state.max_body, started)
-            request.request_id = state.request_id(environ, request.client)
-            request.client_ip = state.headers.client_ip(environ, request.client)
+            if state.trusts_proxies:  # only then may the client's id and address come from headers
+                request.request_id = state.request_id(environ, request.client)
+                request.client_ip = state.headers.client_ip(environ, request.client)
+            else:
+                request.request_id = Request.new_id()
             if state.bots is not None:
                 state.bots.check(request.client_ip, environ, request.host)
             route = state.table.match(request.host, request.path)
@@ -200,11 +204,12 @@ class ProxyApp:
         if state.bots is not None and not banned:
             state.bots.observe(request.client_ip if request is not None else environ.get("REMOTE_ADDR", ""),
                                int(response.status[:3]))
-        own = response.own_headers
+        headers = response.headers  # a list of this response's own: added to in place
         if request is not None:  # else the error response carries the id it made
-            id_field = ("X-Request-Id", request.get_request_id())
-            own = [id_field] if own is None else [id_field, *own]
-        start_response(response.status, response.headers + own if own else response.headers)
+            headers.append(("X-Request-Id", request.get_request_id()))
+        if response.own_headers is not None:
+            headers.extend(response.own_headers)
+        start_response(response.status, headers)
         body = response.body
         if type(body) is list:
             size = sum(map(len, body)) if environ["REQUEST_METHOD"] != "HEAD" else 0
