@@ -164,7 +164,9 @@ class ProxyApp:
         """``clock`` (seconds since the epoch) is what the cache reads; tests pass a fake one."""
         self.clock = clock
         self.state = ProxyState(config, clock)
-        self.stats = RequestStats()  #: request counts and latencies for /metrics; kept across reloads
+        #: request counts and latencies for /metrics, kept across reloads; only counted when an admin
+        #: listener can show them (a request pays about a microsecond and a half for them)
+        self.stats: RequestStats | None = RequestStats() if config.admin.listen is not None else None
         self.access_log = access_log if access_log is not None else AccessLog.to(config.log.access, config.log.format)
 
     @property
@@ -195,7 +197,7 @@ class ProxyApp:
             banned = isinstance(exc, Banned)
             if isinstance(exc, RateLimited):
                 response.limit = "rejected"
-            elif isinstance(exc, WAFDenied):
+            elif isinstance(exc, WAFDenied) and self.stats is not None:
                 self.stats.count_waf(request.route.label if request and request.route else "-", exc.rule)
         except Exception:  # a bug: log it whole, tell the client little
             rid = request.get_request_id() if request else ""
@@ -223,8 +225,9 @@ class ProxyApp:
         """The answer has gone out (or its body ended): count it, log it."""
         seconds = time.perf_counter() - started
         route = request.route if request is not None else None
-        self.stats.record(route.label if route is not None else "-", response.status[:3], seconds, response.cache,
-                          response.limit)
+        if self.stats is not None:
+            self.stats.record(route.label if route is not None else "-", response.status[:3], seconds, response.cache,
+                              response.limit)
         if self.access_log.stream is not None:
             key = route.config.key if route is not None else "-"
             rid = request.request_id if request is not None else "-"

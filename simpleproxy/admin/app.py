@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs
 
 from ..config import AdminSettings, Config
-from ..observe.metrics import Collector, exposition, store_names
+from ..observe.metrics import Collector, RequestStats, exposition, store_names
 
 _SECRETS = frozenset(("password", "token"))
 _URL_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", re.I)
@@ -56,6 +56,8 @@ class AdminApp:
         self.token = settings.token.encode() if settings.token else None
         self.local_names = {"localhost", "127.0.0.1", "::1"} | ({settings.listen[0].lower()} if settings.listen else set())
         self.started = time.time()
+        if server.app.stats is None:  # an app built without an admin listener in its config
+            server.app.stats = RequestStats()
         self.collector = Collector(server.app.stats, lambda: server.app.state, lambda: server)
         self.routes: dict[tuple[str, str], Callable[[dict[str, Any]], tuple[str, list, bytes]]] = {
             ("GET", "/health"): lambda env: _text("200 OK", "ok\n"),
