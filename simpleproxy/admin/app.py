@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
+import importlib.resources
 import ipaddress
 import json
 import re
 import time
-from importlib import resources
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs
 
@@ -193,6 +193,6 @@ _PAGE: bytes | None = None
 def _page() -> tuple[str, list, bytes]:
     global _PAGE
     if _PAGE is None:
-        _PAGE = resources.files(__package__).joinpath("status.html").read_bytes()
+        _PAGE = importlib.resources.files(__package__).joinpath("status.html").read_bytes()
     return "200 OK", [("Content-Type", "text/html; charset=utf-8"),
                       ("Content-Security-Policy", "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'")], _PAGE
