@@ -169,3 +169,22 @@ def test_watch_config_reloads_when_the_file_changes(tmp_path, backends, served, 
         assert get(server.addresses[0][1], "/new")[1]["name"] == "B"
     finally:
         logging.getLogger("simpleproxy").removeHandler(handler)
+
+
+def test_rate_limit_buckets_and_bans_survive_a_reload(tmp_path, backends, served) -> None:
+    a, b = backends("A"), backends("B")
+    config = tmp_path / "proxy.yaml"
+
+    def write_limited(extra: str = "") -> None:
+        write(config, a.url, b.url, "  - {path: /limited, upstream: a, rate_limit: {rate: 1/h, burst: 1}}\n" + extra)
+        config.write_text(config.read_text() + "bots: {ban: {after: 100}}\n")
+
+    write_limited()
+    server = served(config)
+    port = server.addresses[0][1]
+    assert get(port, "/limited")[0] == 200
+    bans = server.app.state.bots.bans
+    write_limited("  - {path: /other, upstream: b}\n")  # another route: a new state, the same limit
+    assert server.reload() == []
+    assert get(port, "/limited")[0] == 429  # the bucket is the one it had
+    assert server.app.state.bots.bans is bans
