@@ -163,6 +163,18 @@ class CacheFilter:
                 raise NotInCache("the range is not in the cache (only-if-cached)")
             return _tag(next(request), "fwd=bypass")
         if entry is not None:
+            if cache_control is None and not _conditional(environ):
+                # The common hit, inline: what reuse() and _serve() decide for a request without
+                # directives or conditions (fresh, no response no-cache) without their calls.
+                age = entry.age(self.clock())
+                if age < entry.lifetime and "no-cache" not in entry.cc:
+                    headers = entry.headers + [
+                        ("Age", str(int(age))), ("Cache-Status", f"{_NAME}; hit; ttl={int(entry.lifetime - age)}")
+                    ]
+                    response = Response(entry.status_line, headers,
+                                        [entry.body] if method == "GET" and entry.body else [])
+                    response.cache = "hit"
+                    return response
             return self._reuse(request, next, entry, directives)
         if directives.only_if_cached:
             raise NotInCache("not in the cache (only-if-cached)")
