@@ -53,39 +53,10 @@ def _proxy_config(workdir: Path, name: str, backend_port: int, threads: int, acc
 
 
 def _nginx_cache(workdir: Path, backend_port: int) -> tuple[subprocess.Popen, int] | None:
-    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-    if not nginx:
-        return None
-    port = bench.free_port()
-    (workdir / "nginx").mkdir(exist_ok=True)
-    conf = workdir / "nginx" / "nginx.conf"
-    # Run as root (a container), workers would switch to nobody and fail to write the cache.
-    user = "user root;\n" if getattr(os, "geteuid", lambda: 1)() == 0 else ""
-    conf.write_text(
-        f"""{user}worker_processes 1;
-daemon off;
-pid {workdir}/nginx/nginx.pid;
-error_log {workdir}/nginx/error.log;
-events {{ worker_connections 4096; }}
-http {{
-  access_log {workdir}/nginx/access.log;
-  client_body_temp_path {workdir}/nginx/body; proxy_temp_path {workdir}/nginx/proxy;
-  fastcgi_temp_path {workdir}/nginx/f; uwsgi_temp_path {workdir}/nginx/u; scgi_temp_path {workdir}/nginx/s;
-  proxy_cache_path {workdir}/nginx/cache keys_zone=bench:10m max_size=64m;
-  upstream bench {{ server 127.0.0.1:{backend_port}; keepalive 64; }}
-  server {{
-    listen 127.0.0.1:{port};
-    location / {{
-      proxy_pass http://bench; proxy_http_version 1.1; proxy_set_header Connection "";
-      proxy_cache bench; proxy_cache_valid 200 1h; proxy_cache_lock on;
-    }}
-  }}
-}}
-"""
+    return bench.start_nginx(
+        workdir, backend_port, http=f"proxy_cache_path {workdir}/nginx/cache keys_zone=bench:10m max_size=64m;",
+        location="proxy_cache bench; proxy_cache_valid 200 1h; proxy_cache_lock on;",
     )
-    proc = subprocess.Popen(bench.pinned(0, [nginx, "-c", str(conf), "-p", str(workdir / "nginx")]), stderr=subprocess.DEVNULL)
-    bench.wait_port(port)
-    return proc, port
 
 
 def hit_throughput(args: argparse.Namespace, workdir: Path) -> None:

@@ -152,31 +152,41 @@ def start_simpleproxy(config: Path) -> tuple[subprocess.Popen, int]:
     return proc, port
 
 
-def start_nginx(workdir: Path, backend_port: int) -> tuple[subprocess.Popen, int] | None:
+def start_nginx(
+    workdir: Path, backend_port: int, *, http: str = "", server: str = "", location: str = ""
+) -> tuple[subprocess.Popen, int] | None:
+    """nginx (one worker) proxying to the backend on a free port; the extra directives go into the
+    http, server and location blocks. None when nginx is not installed."""
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
     if not nginx:
         return None
     port = free_port()
-    conf = workdir / "nginx.conf"
+    home = workdir / "nginx"
+    home.mkdir(exist_ok=True)
+    conf = home / "nginx.conf"
+    # As root (a container) workers would switch to nobody and could not write their temp files.
+    user = "user root;\n" if getattr(os, "geteuid", lambda: 1)() == 0 else ""
     conf.write_text(
-        f"""worker_processes 1;
+        f"""{user}worker_processes 1;
 daemon off;
-pid {workdir}/nginx.pid;
-error_log {workdir}/nginx-error.log;
+pid {home}/nginx.pid;
+error_log {home}/error.log;
 events {{ worker_connections 4096; }}
 http {{
-  access_log {workdir}/nginx-access.log;
-  client_body_temp_path {workdir}/body; proxy_temp_path {workdir}/proxy;
-  fastcgi_temp_path {workdir}/f; uwsgi_temp_path {workdir}/u; scgi_temp_path {workdir}/s;
+  access_log {home}/access.log;
+  client_body_temp_path {home}/body; proxy_temp_path {home}/proxy;
+  fastcgi_temp_path {home}/f; uwsgi_temp_path {home}/u; scgi_temp_path {home}/s;
+  {http}
   upstream bench {{ server 127.0.0.1:{backend_port}; keepalive 64; }}
   server {{
     listen 127.0.0.1:{port};
-    location / {{ proxy_pass http://bench; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+    {server}
+    location / {{ proxy_pass http://bench; proxy_http_version 1.1; proxy_set_header Connection ""; {location} }}
   }}
 }}
 """
     )
-    proc = subprocess.Popen(pinned(0, [nginx, "-c", str(conf), "-p", str(workdir)]), stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(pinned(0, [nginx, "-c", str(conf), "-p", str(home)]), stderr=subprocess.DEVNULL)
     wait_port(port)
     return proc, port
 

@@ -19,7 +19,6 @@ wrk (built with OpenSSL, as Debian's is) and trustme (``pip install .[test]``).
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import subprocess
@@ -87,37 +86,17 @@ def main() -> int:
         relay, targets["relay + simpleproxy http"] = bench.start([sys.executable, str(HERE / "relay.py"), str(http_port)], cpu=0)
         targets["relay + simpleproxy http"] = (targets["relay + simpleproxy http"], "http")  # type: ignore[assignment]
         procs.append(relay)
-        nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-        if nginx and not args.skip_nginx:
-            ng_https, ng_http = bench.free_port(), bench.free_port()
-            user = "user root;\n" if getattr(os, "geteuid", lambda: 1)() == 0 else ""
-            (workdir / "nginx.conf").write_text(
-                f"""{user}worker_processes 1;
-daemon off;
-pid {workdir}/nginx.pid;
-error_log {workdir}/nginx-error.log;
-events {{ worker_connections 4096; }}
-http {{
-  access_log {workdir}/nginx-access.log;
-  client_body_temp_path {workdir}/body; proxy_temp_path {workdir}/proxy;
-  fastcgi_temp_path {workdir}/f; uwsgi_temp_path {workdir}/u; scgi_temp_path {workdir}/s;
-  upstream bench {{ server 127.0.0.1:{backend_port}; keepalive 64; }}
-  server {{
-    listen 127.0.0.1:{ng_http};
-    listen 127.0.0.1:{ng_https} ssl;
-    ssl_certificate {cert}; ssl_certificate_key {key};
-    ssl_protocols TLSv1.2 TLSv1.3;
-    location / {{ proxy_pass http://bench; proxy_http_version 1.1; proxy_set_header Connection ""; }}
-  }}
-}}
-"""
-            )
-            ng = subprocess.Popen(bench.pinned(0, [nginx, "-c", str(workdir / "nginx.conf"), "-p", str(workdir)]),
-                                  stderr=subprocess.DEVNULL)
-            procs.append(ng)
+        ng_https = bench.free_port()
+        ng = None if args.skip_nginx else bench.start_nginx(
+            workdir, backend_port,
+            server=f"listen 127.0.0.1:{ng_https} ssl; ssl_certificate {cert}; ssl_certificate_key {key}; "
+                   "ssl_protocols TLSv1.2 TLSv1.3;",
+        )
+        if ng is not None:
+            procs.append(ng[0])
             bench.wait_port(ng_https)
             targets["nginx https"] = (ng_https, "https")
-            targets["nginx http"] = (ng_http, "http")
+            targets["nginx http"] = (ng[1], "http")
         runs = [("new connections", 16, True), ("keep-alive", 16, False)]
         for port, scheme in targets.values():
             _wrk(port, scheme, 16, 1, False)

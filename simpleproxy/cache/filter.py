@@ -253,7 +253,7 @@ class CacheFilter:
         Without a validator the request is unconditional; either way a failing
         origin may be answered with the stale response (section 4.2.4).
         """
-        sub = self._conditional(request, entry)
+        sub = self._validation_request(request, entry)
         request_time = self.clock()
         try:
             response = next(sub)
@@ -286,7 +286,7 @@ class CacheFilter:
             return self._serve(request, entry, age, f'fwd=stale; detail="{exc.detail}"', "stale")
         raise exc
 
-    def _conditional(self, request: Request, entry: Entry) -> Request:
+    def _validation_request(self, request: Request, entry: Entry) -> Request:
         """The request as the cache sends it to validate ``entry``: its validators, not the client's
         (whose 304 could not refresh the stored response, nor answer a client that sent none)."""
         environ = {k: v for k, v in request.environ.items() if k not in _CONDITIONAL and k != "CONTENT_LENGTH"}
@@ -305,7 +305,7 @@ class CacheFilter:
         if not leader:
             self._refresh_slots.release()
             return
-        sub = self._conditional(request, entry)
+        sub = self._validation_request(request, entry)
         thread = threading.Thread(
             target=self._refresh, args=(sub, next, entry, event), name="simpleproxy-cache-refresh", daemon=True
         )
