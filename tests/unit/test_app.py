@@ -97,3 +97,11 @@ def test_access_log_to_a_file_is_appended_and_flushed_on_close(tmp_path) -> None
     lines = path.read_text().splitlines()
     assert lines[0] == "earlier line" and lines[1].startswith("192.0.2.1 - - [") and '"GET /f -" 204 0' in lines[1]
     assert AccessLog.to("off").stream is None
+
+
+def test_requests_are_counted_only_when_an_admin_listener_can_show_them() -> None:
+    routes = {"routes": [{"respond": {}}], "log": {"access": "off"}}
+    assert ProxyApp(config_from_dict(routes)).stats is None
+    counted = ProxyApp(config_from_dict({**routes, "admin": {"listen": "127.0.0.1:0"}}))
+    call(counted, "/")
+    assert counted.stats is not None and counted.stats.snapshot()[0] == {("*/", "200"): 1}
