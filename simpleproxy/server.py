@@ -29,6 +29,7 @@ from waitress import wasyncore
 from .app import ProxyApp
 from .config import Config, load_config
 from .errors import ConfigError
+from .listeners import bind_all
 from .security.floods import Shedder, guarded_channel_class, install_head_deadline
 from .tls.front import HTTPSFront, tls_channel_class
 from .upstream.forward import UpstreamBodyAborted
@@ -97,13 +98,12 @@ class _QuietAbort(logging.Filter):
 
 
 def waitress_settings(config: Config) -> dict[str, Any]:
-    """The waitress ``Adjustments`` for a configuration."""
+    """The waitress ``Adjustments`` for a configuration, but its sockets (see listeners.py)."""
     s = config.server
     # Without poll() (Windows), waitress uses select(), which CPython builds for 512
     # sockets there: stay below it rather than fail under load.
     connection_limit = s.connection_limit if hasattr(select, "poll") else min(s.connection_limit, 500)
     return {
-        "listen": " ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in config.listen),
         "threads": s.threads,
         "connection_limit": connection_limit,
         "channel_timeout": s.channel_timeout,
@@ -136,7 +136,8 @@ class ProxyServer:
         # load that is every request, and the logging alone costs measurable CPU.
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         try:
-            self._server = create_server(self.app, **waitress_settings(config))
+            sockets = bind_all(config.listen, config.server.backlog)
+            self._server = create_server(self.app, sockets=sockets, **waitress_settings(config))
         except BaseException:
             self.app.close()
             raise
@@ -168,10 +169,9 @@ class ProxyServer:
         if config.admin.listen is not None:
             from .admin import AdminApp
 
-            host, port = config.admin.listen
             try:
                 self.admin = create_server(
-                    AdminApp(self, config.admin), listen=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+                    AdminApp(self, config.admin), sockets=bind_all([config.admin.listen], config.server.backlog),
                     threads=2, ident="simpleproxy-admin", expose_tracebacks=False,
                 )
             except BaseException:

@@ -28,6 +28,7 @@ from typing import Any
 from waitress.task import WSGITask
 
 from ..config import HTTPSListener
+from ..listeners import bind_listener
 from .certs import Certificates
 
 log = logging.getLogger("simpleproxy.tls")
@@ -140,13 +141,7 @@ class HTTPSFront:
         self.listener = listener
         self.certificates = Certificates(listener)
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        if hasattr(socket, "SO_EXCLUSIVEADDRUSE"):  # Windows: no one else may bind the port
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
-        else:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(address)
-        self.sock.listen(backlog)
+        self.sock = bind_listener(family, address, backlog)
         self.sock.setblocking(False)
         self.address = self.sock.getsockname()[:2]
         self.handshakes = 0  #: in progress now

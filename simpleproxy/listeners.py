@@ -1,0 +1,59 @@
+"""Listening sockets, bound by us rather than by waitress, so that one port has one owner.
+
+On Windows, ``SO_REUSEADDR`` lets a second process bind a port that is already
+listening and steal part of its connections; a server there should bind with
+``SO_EXCLUSIVEADDRUSE`` instead (Microsoft's guidance for services). waitress
+sets ``SO_REUSEADDR`` on the sockets it creates, so the proxy binds its own
+and hands them over (``create_server(sockets=...)``); waitress's later attempt
+to add ``SO_REUSEADDR`` to an exclusive socket fails, and waitress ignores that
+failure. Elsewhere ``SO_REUSEADDR`` is kept: on POSIX systems it only allows
+rebinding over connections in TIME_WAIT after a restart.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Iterable
+
+
+def bind_listener(family: int, sockaddr: tuple, backlog: int) -> socket.socket:
+    """A listening TCP socket on one resolved address."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if hasattr(socket, "SO_EXCLUSIVEADDRUSE"):  # Windows: no one else may bind the port
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:  # as waitress does: [::] means IPv6 only
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _resolved(host: str, port: int) -> list[tuple[int, tuple]]:
+    """(family, sockaddr) for each address ``host`` resolves to, as waitress binds them all."""
+    found: dict[tuple, int] = {}
+    for family, _, _, _, sockaddr in socket.getaddrinfo(
+        host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, socket.IPPROTO_TCP, socket.AI_PASSIVE
+    ):
+        if family in (socket.AF_INET, socket.AF_INET6):
+            found.setdefault(sockaddr, family)
+    return [(family, sockaddr) for sockaddr, family in found.items()]
+
+
+def bind_all(addresses: Iterable[tuple[str, int]], backlog: int) -> list[socket.socket]:
+    """Listening sockets for every configured ``(host, port)``; none left open if one fails."""
+    targets = [target for host, port in addresses for target in _resolved(host, port)]
+    sockets: list[socket.socket] = []
+    try:
+        for family, sockaddr in targets:
+            sockets.append(bind_listener(family, sockaddr, backlog))
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
