@@ -32,9 +32,19 @@ setup(
         "metrics": ["prometheus_client>=0.17"],
         # rate_limit.store: redis://... shares the buckets between instances and worker processes
         "redis": ["redis>=5.0"],
-        "test": ["pytest>=7.4", "pytest-timeout>=2.1", "trustme>=1.0", "prometheus_client>=0.17", "redis>=5.0"],
+        # the single executable: python packaging/build.py
+        "exe": ["pyinstaller>=6.0"],
+        "test": [
+            "pytest>=7.4", "pytest-timeout>=2.1", "trustme>=1.0", "prometheus_client>=0.17", "redis>=5.0",
+            # the WSGI hosts, the executable and the packages the tests build and run
+            "gunicorn>=22.0; sys_platform != 'win32'", "PasteDeploy>=3.0", "pyinstaller>=6.0", "build>=1.0",
+            "mypy>=1.10",
+        ],
     },
-    entry_points={"console_scripts": ["simpleproxy = simpleproxy.cli:main"]},
+    entry_points={
+        "console_scripts": ["simpleproxy = simpleproxy.cli:main"],
+        "paste.app_factory": ["main = simpleproxy.wsgi:paste_app_factory"],
+    },
     classifiers=[
         "Programming Language :: Python :: 3",
         "Operating System :: OS Independent",

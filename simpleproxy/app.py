@@ -26,7 +26,7 @@ from .errors import Banned, ClientError, ProxyError, RateLimited, UriTooLong, WA
 from .headers import ForwardingHeaders
 from .observe.accesslog import AccessLog
 from .observe.metrics import RequestStats
-from .request import Request
+from .request import Request, locate
 from .response import FixedResponder, Response
 from .ratelimit import build_limiters
 from .routing import Route, RouteTable
@@ -220,6 +220,15 @@ class ProxyApp:
         if isinstance(body, StreamingBody):
             body.on_close = partial(self._done_streaming, environ, request, response, started)
         return body
+
+    def claims(self, environ: dict[str, Any]) -> bool:
+        """Whether a request is this proxy's to answer: a route matches it, or it is malformed (400)."""
+        try:
+            path, _, host, _ = locate(environ)
+        except ProxyError:
+            return True
+        site = self.state.table.site_for(host)
+        return site is not None and site.match(path) is not None
 
     def _done(self, environ: dict[str, Any], request: Request | None, response: Response, size: int, started: float) -> None:
         """The answer has gone out (or its body ended): count it, log it."""

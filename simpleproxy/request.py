@@ -111,30 +111,7 @@ class Request:
         #: the client as the proxy trusts it: the peer, or what trusted proxies say (the app sets it)
         self.client_ip: str = self.client
         self.scheme: str = environ.get("wsgi.url_scheme", "http")
-        target = environ.get("REQUEST_URI") or _target_from_cgi(environ)
-        split = _targets.get(target)
-        if split is None:
-            split = _split_target(target)
-            if len(_targets) >= _MEMO_LIMIT:
-                _targets.clear()
-            _targets[target] = split
-        self.path, self.query, authority = split
-        if authority is None:
-            authority = environ.get("HTTP_HOST")
-        if authority is None:
-            if environ.get("SERVER_PROTOCOL") == "HTTP/1.1":
-                raise BadRequest("missing Host header")  # RFC 9112 section 3.2
-            self.host, self.authority = "", ""
-        else:
-            parsed = _hosts.get(authority, False)
-            if parsed is False:
-                parsed = split_host(authority)
-                if len(_hosts) >= _MEMO_LIMIT:
-                    _hosts.clear()
-                _hosts[authority] = parsed
-            if parsed is None:
-                raise BadRequest("invalid Host header")
-            self.host, self.authority = parsed  # type: ignore[misc]
+        self.path, self.query, self.host, self.authority = locate(environ)
         self.content_length = _content_length(environ, max_body)
 
     def derive(self, environ: dict[str, Any]) -> Request:
@@ -163,6 +140,40 @@ class Request:
         if _id_generation != forks.generation:  # a forked child draws its own prefix
             _id_prefix, _id_generation = os.urandom(3).hex(), forks.generation
         return f"{_id_prefix}{next(_id_counter) & 0xFFFFFF:06x}"
+
+
+def locate(environ: dict[str, Any]) -> tuple[str, str, str, str]:
+    """-> (normalised path, "?query" or "", host, authority) of a request; BadRequest if malformed.
+
+    Both parses are memoised: a busy proxy sees the same targets and Host values
+    again and again.
+    """
+    # waitress, uWSGI and mod_wsgi pass the raw target as REQUEST_URI, gunicorn as RAW_URI;
+    # PATH_INFO is already percent-decoded, so it is only the last resort.
+    target = environ.get("REQUEST_URI") or environ.get("RAW_URI") or _target_from_cgi(environ)
+    split = _targets.get(target)
+    if split is None:
+        split = _split_target(target)
+        if len(_targets) >= _MEMO_LIMIT:
+            _targets.clear()
+        _targets[target] = split
+    path, query, authority = split
+    if authority is None:
+        authority = environ.get("HTTP_HOST")
+    if authority is None:
+        if environ.get("SERVER_PROTOCOL") == "HTTP/1.1":
+            raise BadRequest("missing Host header")  # RFC 9112 section 3.2
+        return path, query, "", ""
+    parsed = _hosts.get(authority, False)
+    if parsed is False:
+        parsed = split_host(authority)
+        if len(_hosts) >= _MEMO_LIMIT:
+            _hosts.clear()
+        _hosts[authority] = parsed
+    if parsed is None:
+        raise BadRequest("invalid Host header")
+    host, authority = parsed  # type: ignore[misc]
+    return path, query, host, authority
 
 
 def _target_from_cgi(environ: dict[str, Any]) -> str:
