@@ -358,6 +358,16 @@ def test_proxied_traffic_passes_wsgiref_validate(tmp_path, backend) -> None:
             app.close()
 
 
+def call_app(app: Any, environ: dict[str, Any], statuses: list[str]) -> bytes:
+    """As a WSGI server calls an app: the body iterated, then closed (which releases its connection)."""
+    body = app(environ, lambda status, headers, exc_info=None: statuses.append(status))
+    try:
+        return b"".join(body)
+    finally:
+        if hasattr(body, "close"):
+            body.close()
+
+
 def test_a_chunked_body_from_a_server_that_does_not_dechunk_is_411(tmp_path, backend) -> None:
     """Without wsgi.input_terminated, the body's end is unknown: refused, not forwarded empty."""
     import io
@@ -372,10 +382,10 @@ def test_a_chunked_body_from_a_server_that_does_not_dechunk_is_411(tmp_path, bac
         "wsgi.run_once": False, "QUERY_STRING": "",
     }
     try:
-        body = b"".join(app(dict(environ), lambda status, headers, exc_info=None: statuses.append(status)))
+        body = call_app(app, dict(environ), statuses)
         assert statuses[-1].startswith("411") and b"length" in body
         terminated = dict(environ, **{"wsgi.input": io.BytesIO(b"hello"), "wsgi.input_terminated": True})
-        body = b"".join(app(terminated, lambda status, headers, exc_info=None: statuses.append(status)))
+        body = call_app(app, terminated, statuses)
         assert statuses[-1].startswith("200") and json.loads(body)["body"] == 5
     finally:
         app.close()
