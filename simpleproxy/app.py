@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+import select
 import time
 from functools import partial
 from typing import Any, Callable, Iterable, Sequence
@@ -27,7 +28,7 @@ from .headers import ForwardingHeaders
 from .observe.accesslog import AccessLog
 from .observe.metrics import RequestStats
 from .request import Request, locate
-from .response import FixedResponder, Response
+from .response import FixedResponder, Response, TunnelResponse
 from .ratelimit import build_limiters
 from .routing import Route, RouteTable
 from .security.access import AccessFilter
@@ -35,6 +36,8 @@ from .security.bots import BanList, BotGuard
 from .security.waf import baseline_rules, waf_filter
 from .tls.routes import TLSRouteFilter
 from .tls.routes import needs_filter as needs_tls_filter
+from .tunnels import Tunnel, Tunnels
+from .tunnels.takeover import detach
 from .upstream.forward import StreamingBody, UpstreamHandler
 from .upstream.pool import Upstream
 
@@ -68,6 +71,8 @@ class ProxyState:
         self.max_uri = config.server.max_uri
         self.trusts_proxies = bool(config.headers.trusted_proxies)
         self.headers = ForwardingHeaders(config.headers)
+        #: open WebSocket (upgraded) connections: carried over reloads, so they survive them
+        self.tunnels: Tunnels = previous.tunnels if previous is not None else Tunnels(_max_tunnels(config))
         old: dict[str, Upstream] = previous.upstreams if previous is not None else {}
         self.upstreams: dict[str, Upstream] = {
             name: old[name] if name in old and old[name].config == cfg else Upstream(cfg)
@@ -96,7 +101,7 @@ class ProxyState:
                 terminal = FixedResponder(route_config.respond)
             else:
                 upstream = self.upstreams[route_config.upstream]  # type: ignore[index]
-                terminal = UpstreamHandler(route_config, upstream, self.headers, self.max_body)
+                terminal = UpstreamHandler(route_config, upstream, self.headers, self.max_body, self.tunnels)
             filters: list[Filter] = []
             if global_access is not None:
                 filters.append(global_access)
@@ -133,6 +138,12 @@ class ProxyState:
         if successor is None:  # on a reload the successor closed the stores it did not keep
             for store in self.limit_stores.values():
                 store.close()
+
+
+def _max_tunnels(config: Config) -> int:
+    """The server's tunnel bound; on Windows select() watches at most 512 sockets, two per tunnel."""
+    bound = config.server.max_tunnels
+    return bound if hasattr(select, "poll") else min(bound or 200, 200)
 
 
 def _bot_guard(config: Config, clock: Callable[[], float] | None, previous: ProxyState | None) -> BotGuard | None:
@@ -211,6 +222,8 @@ class ProxyApp:
             headers.append(("X-Request-Id", request.get_request_id()))
         if response.own_headers is not None:
             headers.extend(response.own_headers)
+        if response.__class__ is TunnelResponse:
+            return self._open_tunnel(environ, request, response, started)  # type: ignore[arg-type]
         start_response(response.status, headers)
         body = response.body
         if type(body) is list:
@@ -230,8 +243,37 @@ class ProxyApp:
         site = self.state.table.site_for(host)
         return site is not None and site.match(path) is not None
 
-    def _done(self, environ: dict[str, Any], request: Request | None, response: Response, size: int, started: float) -> None:
-        """The answer has gone out (or its body ended): count it, log it."""
+    def _open_tunnel(
+        self, environ: dict[str, Any], request: Request, response: TunnelResponse, started: float
+    ) -> Iterable[bytes]:
+        """Take the client's socket from waitress and relay it with the backend's; waitress sends nothing."""
+        client, tail = detach(environ["simpleproxy.upgrade"])
+        if client is None:  # the client left meanwhile
+            response.backend.close()
+            response.finish()
+            return []
+        head = "".join(
+            [f"HTTP/1.1 {response.status}\r\n", *(f"{k}: {v}\r\n" for k, v in response.headers), "\r\n"]
+        ).encode("latin-1")
+        tunnel = Tunnel(
+            client, response.backend, response.rest, tail, response.idle_timeout, label=response.label,
+            head=head, on_close=partial(self._tunnel_closed, environ, request, response, started),
+        )
+        self.state.tunnels.start(tunnel)
+        return []
+
+    def _tunnel_closed(
+        self, environ: dict[str, Any], request: Request, response: TunnelResponse, started: float, tunnel: Tunnel
+    ) -> None:
+        self.state.tunnels.ended(tunnel)
+        response.finish()
+        self._done(environ, request, response, tunnel.bytes_down, started, tunnel)
+
+    def _done(
+        self, environ: dict[str, Any], request: Request | None, response: Response, size: int, started: float,
+        tunnel: Tunnel | None = None,
+    ) -> None:
+        """The answer has gone out (or its body ended, or its tunnel closed): count it, log it."""
         seconds = time.perf_counter() - started
         route = request.route if request is not None else None
         if self.stats is not None:
@@ -242,7 +284,7 @@ class ProxyApp:
             rid = request.request_id if request is not None else "-"
             client = request.client_ip if request is not None else environ.get("REMOTE_ADDR", "-")
             self.access_log.log(environ, response.status, size, seconds, response.upstream, rid, key, response.cache,
-                                response.limit, client)
+                                response.limit, client, tunnel)
 
     def _done_streaming(
         self, environ: dict[str, Any], request: Request | None, response: Response, started: float, body: StreamingBody
@@ -281,6 +323,7 @@ class ProxyApp:
         return caches.purge_prefix(url) if prefix else caches.purge(url)
 
     def close(self) -> None:
-        """Close upstream pools and an owned access log file."""
+        """Close tunnels, upstream pools and an owned access log file."""
+        self.state.tunnels.close()
         self.state.close()
         self.access_log.close()

@@ -251,6 +251,12 @@ class RouteConfig:
     rate_limit: RateLimit | None = None
     access: AccessRules | None = None
     waf: WAFSettings | None = None
+    #: Upgrade protocols tunnelled to the backend (lower case); others are ordinary requests
+    upgrade: tuple[str, ...] = ("websocket",)
+    max_tunnels: int = 0  #: open tunnels on this route at once; 0: only the server's bound
+    tunnel_idle_timeout: float = 60.0  #: a tunnel without a byte either way this long is closed (0: never)
+    #: a text/event-stream response may go this long without a byte (instead of the read timeout)
+    stream_timeout: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -272,6 +278,7 @@ class ServerSettings:
     #: on SIGTERM or Ctrl-C, how long requests in flight may take to finish before they are cut
     drain_time: float = 30.0
     watch_config: bool = False  #: reload when the configuration file changes (checked every second)
+    max_tunnels: int = 1000  #: upgraded connections (WebSocket) open at once, all routes together
     #: output buffered per connection before the app thread waits for the client;
     #: keeps memory flat under many slow readers (waitress: 16 MiB).
     outbuf_high_watermark: int = 1024**2

@@ -55,6 +55,9 @@ from .request import normalize_path
 from .units import is_valid_host, parse_duration, parse_network, parse_size
 from .upstream.balance import POLICIES
 
+#: an Upgrade protocol name (RFC 9110 section 7.8: a token, optionally /version)
+_PROTOCOL = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+(/[!#$%&'*+.^_`|~0-9A-Za-z-]+)?")
+
 
 def read_config(data: object, source: str) -> Config:
     """Validate a parsed mapping; raise :class:`ConfigError` listing every problem."""
@@ -130,6 +133,7 @@ def _read_server(s: Section) -> ServerSettings:
         outbuf_high_watermark=s.get("outbuf_high_watermark", parse_size, d.outbuf_high_watermark),
         drain_time=s.get("drain_time", parse_duration, d.drain_time),
         watch_config=s.get("watch_config", to_bool, d.watch_config),
+        max_tunnels=s.get("max_tunnels", int_between(0, 1_000_000), d.max_tunnels),
     )
     s.done()
     return settings
@@ -334,8 +338,9 @@ def _parse_server_url(url: str, weight: int = 1) -> UpstreamServer:
         port = parts.port
     except ValueError as exc:
         raise ValueError(f"{url!r} is not a valid URL ({exc})") from None
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"{url!r}: the scheme must be http:// or https://")
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)  # the same servers, named for WebSocket
+    if scheme not in ("http", "https"):
+        raise ValueError(f"{url!r}: the scheme must be http://, https://, ws:// or wss://")
     if not parts.hostname:
         raise ValueError(f"{url!r} has no host")
     if parts.username or parts.password:
@@ -345,7 +350,7 @@ def _parse_server_url(url: str, weight: int = 1) -> UpstreamServer:
     host = parts.hostname
     if not is_valid_host(f"[{host}]" if ":" in host else host):
         raise ValueError(f"{url!r}: {host!r} is not a host name or IP address")
-    return UpstreamServer(url, parts.scheme, host, port or (443 if parts.scheme == "https" else 80), weight)
+    return UpstreamServer(url, scheme, host, port or (443 if scheme == "https" else 80), weight)
 
 
 def _route_host(value: object) -> str:
@@ -427,9 +432,22 @@ def _read_route(s: Section, upstream_names: dict) -> RouteConfig | None:
         rate_limit=rate_limit,
         access=access,
         waf=waf,
+        upgrade=s.get("upgrade", _upgrade_tokens, ("websocket",)),
+        max_tunnels=s.get("max_tunnels", int_between(0, 1_000_000), 0),
+        tunnel_idle_timeout=s.get("tunnel_idle_timeout", parse_duration, 60.0),
+        stream_timeout=s.get("stream_timeout", parse_duration, 600.0),
     )
     s.done()
     return route
+
+
+def _upgrade_tokens(value: object) -> tuple[str, ...]:
+    """``[websocket]``, ``[]`` or ``false`` (none): the protocols a route tunnels."""
+    if value is False:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and _PROTOCOL.fullmatch(v) for v in value):
+        raise ValueError(f"expected a list of protocol names such as [websocket], or false; got {value!r}")
+    return tuple(v.lower() for v in value)
 
 
 def _host_header(value: object) -> str:

@@ -142,3 +142,10 @@ class ConfigError(Exception):
         lines = [f"{head}{len(self.problems)} errors"]
         lines += [f"  {p}" for p in self.problems]
         return "\n".join(lines)
+
+
+class TunnelRefused(ProxyError):
+    """An upgrade (WebSocket) refused: the tunnel limits are reached, or the server is stopping."""
+
+    status = 503
+    reason = "Service Unavailable"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from .config import Respond
 
@@ -43,3 +43,21 @@ class FixedResponder:
     def __call__(self, request: Any) -> Response:
         body = [] if request.method == "HEAD" else [self._body]
         return Response(self._status, list(self._headers), body)
+
+
+class TunnelResponse(Response):
+    """A backend's ``101 Switching Protocols``: the app takes the client socket and starts a tunnel."""
+
+    __slots__ = ("backend", "rest", "label", "server", "idle_timeout", "finish")
+
+    def __init__(
+        self, status: str, headers: list[tuple[str, str]], upstream: str, backend: Any, rest: bytes, label: str,
+        idle_timeout: float, finish: Callable[[], None],
+    ) -> None:
+        super().__init__(status, headers, [], upstream)
+        self.backend = backend  #: the backend's socket, out of its pool
+        self.rest = rest  #: backend bytes read past the 101 head
+        self.label = label  #: the route's label, as the tunnel limits count it
+        self.idle_timeout = idle_timeout
+        #: counts the tunnel out (limits, the server's in-flight count); called once, when it ends
+        self.finish = finish

@@ -32,6 +32,7 @@ from .errors import ConfigError
 from .listeners import bind_all
 from .security.floods import Shedder, guarded_channel_class, install_head_deadline
 from .tls.front import HTTPSFront, tls_channel_class
+from .tunnels.takeover import UpgradeTask
 from .upstream.forward import UpstreamBodyAborted
 
 log = logging.getLogger("simpleproxy")
@@ -49,26 +50,39 @@ class StrictRequestParser(HTTPRequestParser):
     moment, for the request-head deadline (security/floods.py).
     """
 
+    #: an HTTP/1.1 request with ``Upgrade`` and ``Connection: upgrade``: a tunnel may follow
+    upgrade = False
+    #: with ``upgrade``, the bytes that came after the head (None until the head is complete)
+    tail: bytes | None = None
+
     def __init__(self, adj: Any) -> None:
         super().__init__(adj)
         self.started = time.monotonic()
         self._last = b""
 
     def received(self, data: bytes) -> int:
-        """Refuse a head that ends its lines with a bare LF (waitress would wait for CRLF forever)."""
+        """Refuse a head that ends its lines with a bare LF (waitress would wait for CRLF forever).
+
+        An upgrade request claims every byte after its head (``tail``): they belong
+        to the tunnel, not to a next request.
+        """
         if not self.headers_finished and not self.completed:  # type: ignore[has-type]
             if data.count(b"\n") == data.count(b"\r\n"):  # every LF has its CR: the usual case, in C
                 self._last = data[-3:]
-                return super().received(data)
-            window = self._last + data  # the bytes before, so a CRLF split across reads is seen whole
-            end = window.find(b"\r\n\r\n")
-            # The new bytes only (the look-behind still sees the old), and the head only, never the body.
-            if _BARE_LF.search(window if end < 0 else window[: end + 2], len(self._last)):
-                self.error = BadRequestError("bare LF in the request head")
-                self.completed = True
-                return len(data)
-            self._last = window[-3:]
-        return super().received(data)
+            else:
+                window = self._last + data  # the bytes before, so a CRLF split across reads is seen whole
+                end = window.find(b"\r\n\r\n")
+                # The new bytes only (the look-behind still sees the old), and the head only, never the body.
+                if _BARE_LF.search(window if end < 0 else window[: end + 2], len(self._last)):
+                    self.error = BadRequestError("bare LF in the request head")
+                    self.completed = True
+                    return len(data)
+                self._last = window[-3:]
+        used = super().received(data)
+        if self.upgrade and self.completed and self.tail is None and not self.error:
+            self.tail = data[used:]
+            return len(data)
+        return used
 
     def parse_header(self, header_plus: bytes) -> None:
         first, _, rest = header_plus.partition(b"\r\n")
@@ -83,10 +97,14 @@ class StrictRequestParser(HTTPRequestParser):
             if header_plus.split(b"\n", 1)[0].rstrip().endswith(b"HTTP/1.0"):
                 raise ParsingError("Transfer-Encoding in an HTTP/1.0 request")
         super().parse_header(header_plus)
+        if "UPGRADE" in self.headers and self.version == "1.1":  # RFC 9110 7.8: not in HTTP/1.0
+            tokens = self.headers.get("CONNECTION", "").lower().split(",")
+            self.upgrade = any(token.strip() == "upgrade" for token in tokens)
 
 
 class StrictChannel(HTTPChannel):
     parser_class = StrictRequestParser
+    task_class = UpgradeTask
 
 
 class _QuietAbort(logging.Filter):
@@ -232,6 +250,7 @@ class ProxyServer:
         if self._draining.is_set():
             return
         self._draining.set()
+        self.app.state.tunnels.draining = True  # new upgrades get 503; open tunnels get the drain time
         for front in self.fronts:
             front.stop()
 
@@ -261,7 +280,9 @@ class ProxyServer:
         deadline = time.monotonic() + timeout
         trigger = self.servers[0].trigger
         while time.monotonic() < deadline:
-            if not self.in_flight() and not any(c.requests or c.total_outbufs_len for c in self._channels()):
+            if not self.in_flight() and not self.app.state.tunnels.open and not any(
+                c.requests or c.total_outbufs_len for c in self._channels()
+            ):
                 break
             try:
                 trigger.pull_trigger(self._close_idle)
@@ -269,7 +290,8 @@ class ProxyServer:
                 break
             self._stopped.wait(0.05)
         else:
-            log.warning("drain time over with %d requests in flight: closing them", self.in_flight())
+            log.warning("drain time over with %d requests in flight and %d tunnels open: closing them",
+                        self.in_flight(), self.app.state.tunnels.open)
         self.stop(timeout=0)
 
     def reload_certificates(self) -> None:

@@ -148,6 +148,8 @@ class CacheFilter:
             if method not in SAFE_METHODS and _status(response) < 400:
                 self._invalidate(request, response)
             return _tag(response, "fwd=method")
+        if "simpleproxy.upgrade" in request.environ:  # a WebSocket handshake is never answered from store
+            return next(request)
         environ = request.environ
         if "HTTP_IF_MATCH" in environ or "HTTP_IF_UNMODIFIED_SINCE" in environ or "HTTP_IF_RANGE" in environ:
             return _tag(self._bypass(request, next), "fwd=bypass")  # preconditions for the origin (4.3.2)

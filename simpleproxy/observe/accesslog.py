@@ -69,8 +69,13 @@ class AccessLog:
     def log(
         self, environ: dict[str, Any], status: str, size: int, duration: float, upstream: str,
         request_id: str = "-", route: str = "-", cache: str = "-", limit: str = "-", client: str | None = None,
+        tunnel: Any = None,
     ) -> None:
-        """``client``: the address the proxy trusts (the peer's unless a trusted proxy named another)."""
+        """``client``: the address the proxy trusts (the peer's unless a trusted proxy named another).
+
+        ``tunnel``: for an upgraded connection, logged when it closes: ``size`` is the
+        bytes sent to the client, and the line adds the bytes from it and why it ended.
+        """
         if self.stream is None:
             return
         get = environ.get
@@ -83,6 +88,7 @@ class AccessLog:
                 "bytes": size, "referer": get("HTTP_REFERER"), "user_agent": get("HTTP_USER_AGENT"),
                 "duration": round(duration, 6), "upstream": upstream, "request_id": request_id, "route": route,
                 "cache": cache, "limit": limit,
+                **({"bytes_up": tunnel.bytes_up, "tunnel_end": tunnel.reason} if tunnel is not None else {}),
             }) + "\n"
         else:
             esc = _ESCAPES
@@ -90,7 +96,8 @@ class AccessLog:
                 f'{client} - - [{self._timestamp()}] '
                 f'"{get("REQUEST_METHOD", "-").translate(esc)} {target.translate(esc)} {get("SERVER_PROTOCOL", "-")}" '
                 f'{status[:3]} {size} "{get("HTTP_REFERER", "-").translate(esc)}" '
-                f'"{get("HTTP_USER_AGENT", "-").translate(esc)}" {duration:.4f} {upstream} {request_id} {route} {cache} {limit}\n'
+                f'"{get("HTTP_USER_AGENT", "-").translate(esc)}" {duration:.4f} {upstream} {request_id} {route} {cache} {limit}'
+                + (f' up={tunnel.bytes_up} end={tunnel.reason}\n' if tunnel is not None else '\n')
             )
         self._queue.append(line)
         if self._flusher_generation != forks.generation:

@@ -141,7 +141,29 @@ class Collector:
         yield denied
         yield from self._upstreams()
         yield from self._caches()
+        yield from self._tunnels()
         yield from self._server()
+
+    def _tunnels(self) -> Iterator[Any]:
+        """Upgraded connections: open now (by route), opened and refused, bytes each way once closed."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        tunnels = self.state().tunnels
+        counts = tunnels.snapshot()
+        open_now = GaugeMetricFamily("simpleproxy_tunnels_open", "Upgraded connections open, by route", labels=["route"])
+        for route, count in sorted(tunnels.by_route().items()):
+            open_now.add_metric([route], count)
+        yield open_now
+        yield CounterMetricFamily("simpleproxy_tunnels_opened", "Upgraded connections opened", value=counts["opened"])
+        refused = CounterMetricFamily("simpleproxy_tunnels_refused", "Upgrades refused with 503", labels=["reason"])
+        for reason, count in sorted(counts["refused"].items()):
+            refused.add_metric([reason], count)
+        yield refused
+        relayed = CounterMetricFamily("simpleproxy_tunnel_bytes", "Bytes relayed by closed tunnels: up is from the client",
+                                      labels=["direction"])
+        for direction, count in sorted(counts["bytes"].items()):
+            relayed.add_metric([direction], count)
+        yield relayed
 
     def _upstreams(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily

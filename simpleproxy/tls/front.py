@@ -25,10 +25,10 @@ import threading
 import time
 from typing import Any
 
-from waitress.task import WSGITask
 
 from ..config import HTTPSListener
 from ..listeners import bind_listener
+from ..tunnels.takeover import UpgradeTask
 from .certs import Certificates
 
 log = logging.getLogger("simpleproxy.tls")
@@ -68,7 +68,7 @@ def _escape_dn(value: str) -> str:
     return text
 
 
-class TLSTask(WSGITask):
+class TLSTask(UpgradeTask):
     """Marks the request https and adds what the TLS layer knows to the environ."""
 
     def get_environment(self) -> dict[str, Any]:

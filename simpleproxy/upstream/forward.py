@@ -28,7 +28,9 @@ from ..errors import (
 )
 from ..headers import ForwardingHeaders
 from ..request import Request
-from ..response import Response
+from ..observe.metrics import route_label
+from ..response import Response, TunnelResponse
+from ..tunnels import Tunnels
 from .http1 import RECV_SIZE, BodyReader, ResponseHead, UpstreamClosed, parse_head, read_head
 from .pool import ServerPool, Upstream
 
@@ -51,8 +53,14 @@ class UpstreamBodyAborted(Exception):
 class UpstreamHandler:
     """Forwards requests of one route to one upstream."""
 
-    def __init__(self, route: RouteConfig, upstream: Upstream, headers: ForwardingHeaders, max_body: int) -> None:
+    def __init__(
+        self, route: RouteConfig, upstream: Upstream, headers: ForwardingHeaders, max_body: int,
+        tunnels: Tunnels | None = None,
+    ) -> None:
         self.route = route
+        #: where upgraded connections are counted; None: upgrades are ordinary requests
+        self.tunnels = tunnels if route.upgrade else None
+        self._label = route_label(route.host, route.path)
         self.upstream = upstream
         self.headers = headers
         self.max_body = max_body
@@ -64,6 +72,10 @@ class UpstreamHandler:
         self._retried_methods = upstream.config.retries.methods
 
     def __call__(self, request: Request) -> Response:
+        if self.tunnels is not None and "simpleproxy.upgrade" in request.environ:
+            protocol = self._protocol(request.environ.get("HTTP_UPGRADE", ""))
+            if protocol is not None:
+                return self._upgrade(request, protocol)
         upstream = self.upstream
         upstream.budget.request()
         body = _read_body(request, self.max_body)
@@ -100,6 +112,55 @@ class UpstreamHandler:
                     ("Set-Cookie", f"{upstream.sticky_cookie}={server.sticky_id}; Path=/; HttpOnly; SameSite=Lax")
                 ]
             return relayed
+
+    def _protocol(self, offered: str) -> str | None:
+        """The first protocol the client offers that this route tunnels (RFC 9110 7.8), as it was written."""
+        for item in offered.split(","):
+            protocol = item.strip()
+            if protocol.lower() in self.route.upgrade or protocol.lower().partition("/")[0] in self.route.upgrade:
+                return protocol
+        return None
+
+    def _upgrade(self, request: Request, protocol: str) -> Response:
+        """Send the handshake; on 101 the backend's socket leaves its pool for a tunnel (app.py)."""
+        tunnels = self.tunnels
+        assert tunnels is not None
+        label = self._label
+        tunnels.reserve(label, self.route.max_tunnels)  # 503 before any backend is asked
+        handed = False
+        try:
+            body = _read_body(request, self.max_body)
+            server = self.upstream.pick(request.environ)
+            head = self._head(request, server, body)
+            head = head[:-2] + f"Connection: Upgrade\r\nUpgrade: {protocol}\r\n\r\n".encode("latin-1")
+            try:
+                conn, response, rest = self._exchange(server, request, head, body, upgrade=True)
+            except UpstreamError as exc:
+                server.unclaim()
+                server.breaker.failure(exc.detail)
+                raise
+            except BaseException:
+                server.unclaim()
+                raise
+            server.breaker.success()
+            if response.status != 101:  # the backend declined: an ordinary answer
+                return self._relay(server, conn, response, rest, request.started)
+            sock, conn.sock = conn.sock, None  # out of urllib3's hands; the pool slot is freed
+            server.discard(conn)
+            sock.settimeout(None)
+            headers = self.headers.response_headers(response.headers)
+            headers += [("Connection", "Upgrade"), ("Upgrade", protocol)]
+
+            def finish() -> None:
+                tunnels.release(label)
+                server.unclaim()  # counted in flight until the tunnel ends (least_conn, max_connections)
+
+            handed = True
+            return TunnelResponse(response.status_line, headers, server.name, sock, rest, label,
+                                  self.route.tunnel_idle_timeout, finish)
+        finally:
+            if not handed:
+                tunnels.release(label)
 
     def _retry(self, server: ServerPool, tried: list[ServerPool], reason: str) -> bool:
         """Another try on another server, if the count, the servers and the budget allow."""
@@ -142,7 +203,11 @@ class UpstreamHandler:
                 server.unclaim()
                 raise _with_server(exc, server) from None
             body_iter = StreamingBody(reader, server, conn, response.keep_alive)
-            if self.timeouts.total:
+            if response.length < 0 and _is_event_stream(response.headers):
+                # Server-sent events: long quiet spells are normal; the route's stream timeout
+                # replaces the read timeout, and no total deadline applies.
+                conn.sock.settimeout(self.route.stream_timeout or None)
+            elif self.timeouts.total:
                 body_iter.deadline = (request_started + self.timeouts.total, self.timeouts.read)
             return Response(response.status_line, headers, body_iter, server.name)
         # The whole body is already here: hand the connection back before relaying it.
@@ -154,7 +219,7 @@ class UpstreamHandler:
         return Response(response.status_line, headers, [data] if data else [], server.name)
 
     def _exchange(
-        self, server: ServerPool, request: Request, head: bytes, body: bytes | None
+        self, server: ServerPool, request: Request, head: bytes, body: bytes | None, upgrade: bool = False
     ) -> tuple[Any, ResponseHead, bytes]:
         """Send the request, read the final response head; one retry on a stale connection."""
         timeouts = self.timeouts
@@ -168,7 +233,7 @@ class UpstreamHandler:
                 for _ in range(MAX_INTERIM):
                     raw, rest = read_head(conn.sock, rest)
                     response = parse_head(raw, request.method, self.headers.response_fields)
-                    if response.status >= 200:
+                    if response.status >= 200 or (upgrade and response.status == 101):
                         return conn, response, rest
                     if response.status == 101:
                         raise UpstreamProtocolError("unexpected 101 Switching Protocols")
@@ -199,6 +264,13 @@ class UpstreamHandler:
                 server.discard(conn)
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _is_event_stream(headers: list[tuple[str, str]]) -> bool:
+    for name, value in headers:
+        if name.lower() == "content-type":
+            return value.partition(";")[0].strip().lower() == "text/event-stream"
+    return False
 
 
 def _limit(read: float, deadline: float) -> float:

@@ -1,0 +1,357 @@
+"""WebSocket and other upgraded connections through the proxy, with a real echo backend and client.
+
+The backend and client are tests/integration/websocket.py (RFC 6455 on the
+standard library). Everything waits on sockets and events: a closed tunnel is
+seen as the client's EOF, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import ssl
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import trustme
+import yaml
+
+from conftest import LONG_TIMEOUT, SHORT_TIMEOUT, Proxy, read_request
+from simpleproxy.config import load_config
+from simpleproxy.server import ProxyServer
+from websocket import BINARY, CLOSE, PING, PONG, TEXT, EchoServer, connect, mask
+
+
+@pytest.fixture
+def echo() -> Iterator[EchoServer]:
+    server = EchoServer()
+    yield server
+    server.stop()
+
+
+def ws_config(url: str, **route: Any) -> dict[str, Any]:
+    return {
+        "upstreams": {"ws": {"servers": [{"url": url}], "timeouts": {"connect": "2s", "read": "5s"}}},
+        "routes": [{"path": "/", "upstream": "ws", **route}],
+    }
+
+
+def wait_closed(sock: socket.socket) -> bytes:
+    """Everything until the proxy closes the connection (the tunnel ended)."""
+    sock.settimeout(LONG_TIMEOUT)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def wait_for(condition: Any, what: str) -> None:
+    """For state another thread changes right after a socket event: re-checked on a short event wait."""
+    done = threading.Event()
+    for _ in range(int(LONG_TIMEOUT / 0.01)):
+        if condition():
+            return
+        done.wait(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_text_binary_ping_and_a_close_from_the_client(echo, proxy) -> None:
+    p = proxy(ws_config(echo.url))
+    ws, status, fields, _ = connect(p.port, "/chat/room?x=1")
+    assert ws is not None and status == "HTTP/1.1 101 Switching Protocols"
+    assert fields["upgrade"] == "websocket" and fields["connection"] == "Upgrade" and fields["x-request-id"]
+    ws.send(TEXT, "héllo".encode())
+    assert ws.recv() == (TEXT, "héllo".encode())
+    payload = os.urandom(70_000)
+    ws.send(BINARY, payload)
+    assert ws.recv() == (BINARY, payload)
+    ws.send(PING, b"are you there")
+    assert ws.recv() == (PONG, b"are you there")
+    assert ws.close(1000) == (CLOSE, b"\x03\xe8")
+    assert wait_closed(ws.sock) == b""  # the backend closed; the proxy passed its EOF on
+    ws.sock.close()
+    (handshake,) = echo.handshakes
+    assert handshake["line"] == "GET /chat/room?x=1 HTTP/1.1" and handshake["x-forwarded-for"] == "127.0.0.1"
+    assert handshake["connection"] == "Upgrade" and handshake["upgrade"] == "websocket"
+    wait_for(lambda: p.log_lines(), "the tunnel's access-log line")
+    (line,) = p.log_lines()
+    assert '"GET /chat/room?x=1 HTTP/1.1" 101 ' in line and line.endswith("end=closed")
+    down, up = int(line.split('" 101 ')[1].split()[0]), int(line.split(" up=")[1].split()[0])
+    assert down >= 70_000 and up >= 70_000
+    assert p.app.state.tunnels.open == 0
+
+
+def test_a_10_mib_message_each_way(echo, proxy) -> None:
+    p = proxy(ws_config(echo.url))
+    ws, *_ = connect(p.port)
+    assert ws is not None
+    message = os.urandom(10 * 1024 * 1024)
+    sender = threading.Thread(target=ws.send, args=(BINARY, message))  # both ways at once: backpressure
+    sender.start()
+    assert ws.recv() == (BINARY, message)
+    sender.join(LONG_TIMEOUT)
+    ws.close()
+    ws.sock.close()
+
+
+def test_the_backend_closes_first(echo, proxy) -> None:
+    p = proxy(ws_config(echo.url))
+    ws, *_ = connect(p.port)
+    assert ws is not None
+    ws.send(TEXT, b"close-me")
+    assert ws.recv() == (CLOSE, b"\x03\xe9")  # 1001 going away, from the backend
+    ws.send(CLOSE, b"\x03\xe9")
+    assert wait_closed(ws.sock) == b""
+    ws.sock.close()
+
+
+def test_bytes_sent_with_the_handshake_reach_the_backend(echo, proxy) -> None:
+    """A client that does not wait for the 101: its first frame arrives in the same read as the head."""
+    p = proxy(ws_config(echo.url))
+    early = b"\x81\x85abcd" + mask(b"early", b"abcd")  # a masked text frame
+    ws, *_ = connect(p.port, extra=early)
+    assert ws is not None and ws.recv() == (TEXT, b"early")
+    ws.close()
+    ws.sock.close()
+
+
+def test_half_close_passes_each_end_on(echo, proxy) -> None:
+    """Another upgrade token (a raw echo): the client's EOF reaches the backend, whose answer still comes back."""
+    p = proxy(ws_config(echo.url, upgrade=["websocket", "echo"]))
+    ws, *_ = connect(p.port, protocol="echo")
+    assert ws is not None
+    ws.sock.sendall(b"ping-pong")
+    ws.sock.shutdown(socket.SHUT_WR)
+    assert wait_closed(ws.sock) == b"ping-pongbye"
+    ws.sock.close()
+
+
+def test_an_upgrade_the_route_does_not_allow_is_an_ordinary_request(echo, proxy) -> None:
+    p = proxy(ws_config(echo.url, upgrade=False))
+    ws, status, _, _ = connect(p.port)
+    assert ws is None and status.startswith("HTTP/1.1 400")  # the backend saw no Upgrade and said so
+    assert "upgrade" not in echo.handshakes[0] and p.app.state.tunnels.opened == 0
+
+
+def test_an_access_rule_refuses_the_handshake_before_the_backend(echo, proxy) -> None:
+    p = proxy(ws_config(echo.url, access={"deny": ["127.0.0.0/8"]}))
+    ws, status, _, body = connect(p.port)
+    assert ws is None and status.startswith("HTTP/1.1 403") and b"request id" in body
+    assert echo.handshakes == []
+
+
+def test_the_tunnel_limits_answer_503_and_free_up_when_a_tunnel_closes(echo, proxy) -> None:
+    p = proxy({**ws_config(echo.url, max_tunnels=2), "server": {"max_tunnels": 3}})
+    first, *_ = connect(p.port)
+    second, *_ = connect(p.port)
+    refused, status, fields, body = connect(p.port)
+    assert refused is None and status.startswith("HTTP/1.1 503") and fields["retry-after"] == "1"
+    assert b"too many upgraded connections" in body and len(echo.handshakes) == 2
+    assert first is not None and second is not None
+    first.close()
+    first.sock.close()
+    wait_for(lambda: p.app.state.tunnels.open == 1, "the closed tunnel to be counted out")
+    third, *_ = connect(p.port)
+    assert third is not None
+    third.send(TEXT, b"room again")
+    assert third.recv() == (TEXT, b"room again")
+    for ws in (second, third):
+        ws.close()
+        ws.sock.close()
+    assert p.app.state.tunnels.snapshot()["refused"] == {"limit": 1, "draining": 0}
+
+
+def test_a_server_wide_bound_counts_every_route(echo, proxy) -> None:
+    config = ws_config(echo.url)
+    config["routes"].append({"path": "/other", "upstream": "ws"})
+    p = proxy({**config, "server": {"max_tunnels": 1}})
+    held, *_ = connect(p.port, "/")
+    refused, status, *_ = connect(p.port, "/other")
+    assert held is not None and refused is None and status.startswith("HTTP/1.1 503")
+    held.close()
+    held.sock.close()
+
+
+def test_an_idle_tunnel_is_closed(echo, proxy) -> None:
+    p = proxy(ws_config(echo.url, tunnel_idle_timeout="200ms"))
+    ws, *_ = connect(p.port)
+    assert ws is not None
+    ws.send(TEXT, b"one message, then silence")
+    assert ws.recv()[0] == TEXT
+    assert wait_closed(ws.sock) == b""  # the relay's next sweep after 200 ms of silence
+    ws.sock.close()
+    wait_for(lambda: p.log_lines(), "the tunnel's access-log line")
+    assert p.log_lines()[0].endswith("end=idle")
+
+
+def test_a_hundred_tunnels_while_ordinary_requests_are_answered(echo, backends, proxy) -> None:
+    backend = backends("plain")
+    config = ws_config(echo.url)
+    config["upstreams"]["plain"] = {"servers": [{"url": backend.url}]}
+    config["routes"].append({"path": "/plain", "upstream": "plain"})
+    p = proxy({**config, "server": {"threads": 4}})  # far fewer threads than tunnels
+    sockets = []
+    try:
+        for _ in range(100):
+            ws, *_ = connect(p.port)
+            assert ws is not None
+            sockets.append(ws)
+        for i in range(20):
+            response, _ = p.request("GET", f"/plain/{i}")
+            assert response.status == 200
+        assert p.app.state.tunnels.open == 100
+        for i, ws in enumerate(sockets):
+            ws.send(TEXT, b"tunnel %d" % i)
+        for i, ws in enumerate(sockets):
+            assert ws.recv() == (TEXT, b"tunnel %d" % i)
+    finally:
+        for ws in sockets:
+            ws.sock.close()
+    wait_for(lambda: p.app.state.tunnels.open == 0, "every tunnel to close")
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def test_wss_through_the_tls_listener_to_a_wss_backend(tmp_path, ca, proxy) -> None:
+    """TLS on both sides of the tunnel: the front listener's SSL socket and the backend's."""
+    backend_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(backend_context)
+    backend = EchoServer(backend_context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    leaf = ca.issue_cert("chat.example")
+    cert, key = tmp_path / "chat.pem", tmp_path / "chat.key"
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    config = ws_config(backend.url)
+    config["upstreams"]["ws"]["tls"] = {"ca": str(ca_file)}
+    p = proxy({**config, "listen": {"http": "127.0.0.1:0", "https": {
+        "address": "127.0.0.1:0", "certificates": [{"cert": str(cert), "key": str(key)}]}}})
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    try:
+        ws, status, *_ = connect(p.server.https_addresses[0][1], host="chat.example", context=client_context)
+        assert ws is not None, status
+        message = os.urandom(3 * 1024 * 1024)
+        sender = threading.Thread(target=ws.send, args=(BINARY, message))
+        sender.start()
+        assert ws.recv() == (BINARY, message)
+        sender.join(LONG_TIMEOUT)
+        assert ws.close() == (CLOSE, b"\x03\xe8")
+        ws.sock.close()
+        assert backend.handshakes[0]["x-forwarded-proto"] == "https"
+        wait_for(lambda: p.app.state.tunnels.open == 0, "the TLS tunnel to close")
+    finally:
+        backend.stop()
+
+
+def write_config(path: Path, config: dict[str, Any]) -> None:
+    path.write_text(yaml.safe_dump({"listen": {"http": "127.0.0.1:0"}, "log": {"access": "off"}, **config}))
+
+
+def test_a_tunnel_survives_a_reload(tmp_path, echo) -> None:
+    path = tmp_path / "proxy.yaml"
+    write_config(path, ws_config(echo.url))
+    server = ProxyServer(load_config(path), config_path=str(path))
+    thread = server.start()
+    try:
+        port = server.addresses[0][1]
+        ws, *_ = connect(port)
+        assert ws is not None
+        config = ws_config(echo.url)
+        config["routes"].insert(0, {"path": "/new", "respond": {"status": 200, "body": "new"}})
+        write_config(path, config)
+        assert server.reload() == []
+        ws.send(TEXT, b"still here")
+        assert ws.recv() == (TEXT, b"still here")
+        assert server.app.state.tunnels.open == 1  # counted by the new state too
+        ws.close()
+        ws.sock.close()
+    finally:
+        server.stop()
+        thread.join(SHORT_TIMEOUT)
+
+
+def test_a_graceful_stop_closes_tunnels_after_the_drain_time(tmp_path, echo) -> None:
+    path = tmp_path / "proxy.yaml"
+    write_config(path, ws_config(echo.url))
+    server = ProxyServer(load_config(path), config_path=str(path))
+    thread = server.start()
+    port = server.addresses[0][1]
+    ws, *_ = connect(port)
+    assert ws is not None
+    server.drain(0.5)
+    ws.send(TEXT, b"during the drain")  # still relayed until the drain time is over
+    assert ws.recv() == (TEXT, b"during the drain")
+    assert wait_closed(ws.sock) == b""  # then a clean TCP close
+    ws.sock.close()
+    thread.join(LONG_TIMEOUT)
+    assert not thread.is_alive()
+
+
+def test_a_dead_backend_gets_502_and_counts_nothing(proxy) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"ws://127.0.0.1:{s.getsockname()[1]}"
+    p = proxy(ws_config(dead))
+    ws, status, _, body = connect(p.port)
+    assert ws is None and status.startswith("HTTP/1.1 502") and b"request id" in body
+    assert p.app.state.tunnels.open == 0
+
+
+def test_server_sent_events_flow_past_the_read_timeout(raw_backend, proxy) -> None:
+    """A quiet spell longer than the read timeout does not end an event stream; the stream timeout would."""
+    quiet = threading.Event()
+
+    def events(conn: socket.socket) -> None:
+        read_request(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"d\r\ndata: first\n\n\r\n")
+        quiet.wait(0.6)  # three read timeouts without a byte
+        conn.sendall(b"e\r\ndata: second\n\n\r\n0\r\n\r\n")
+
+    backend = raw_backend(events)
+    p: Proxy = proxy({
+        "upstreams": {"app": {"servers": [{"url": backend.url}], "timeouts": {"connect": "1s", "read": "200ms"}}},
+        "routes": [{"path": "/", "upstream": "app", "stream_timeout": "5s"}],
+    })
+    conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=LONG_TIMEOUT)
+    conn.request("GET", "/events", headers={"Accept": "text/event-stream"})
+    response = conn.getresponse()
+    assert response.read1(100) == b"data: first\n\n"
+    assert response.read() == b"data: second\n\n"
+    conn.close()
+
+
+def test_tunnel_metrics(echo, proxy) -> None:
+    pytest.importorskip("prometheus_client")
+    import urllib.request
+
+    p = proxy({**ws_config(echo.url, max_tunnels=1), "admin": {"listen": "127.0.0.1:0"}})
+    ws, *_ = connect(p.port)
+    refused, *_ = connect(p.port)
+    assert ws is not None and refused is None
+    admin = p.server.admin_address
+
+    def metrics() -> str:
+        with urllib.request.urlopen(f"http://{admin[0]}:{admin[1]}/metrics", timeout=LONG_TIMEOUT) as answer:
+            return answer.read().decode()
+
+    text = metrics()
+    assert 'simpleproxy_tunnels_open{route="*/"} 1.0' in text
+    assert 'simpleproxy_tunnels_refused_total{reason="limit"} 1.0' in text
+    ws.send(TEXT, b"x" * 1000)
+    ws.recv()
+    ws.close()
+    ws.sock.close()
+    wait_for(lambda: p.app.state.tunnels.open == 0, "the tunnel to close")
+    text = metrics()
+    assert "simpleproxy_tunnels_opened_total 1.0" in text
+    up = next(line for line in text.splitlines() if line.startswith('simpleproxy_tunnel_bytes_total{direction="up"}'))
+    assert float(up.split()[-1]) >= 1000
