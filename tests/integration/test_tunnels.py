@@ -143,6 +143,16 @@ def test_an_access_rule_refuses_the_handshake_before_the_backend(echo, proxy) ->
     assert echo.handshakes == []
 
 
+def test_a_rate_limit_counts_handshakes_like_any_request(echo, proxy) -> None:
+    p = proxy(ws_config(echo.url, rate_limit={"rate": "1/h", "burst": 1}))
+    first, *_ = connect(p.port)
+    limited, status, fields, _ = connect(p.port)
+    assert first is not None and limited is None
+    assert status.startswith("HTTP/1.1 429") and "retry-after" in fields and len(echo.handshakes) == 1
+    first.close()
+    first.sock.close()
+
+
 def test_the_tunnel_limits_answer_503_and_free_up_when_a_tunnel_closes(echo, proxy) -> None:
     p = proxy({**ws_config(echo.url, max_tunnels=2), "server": {"max_tunnels": 3}})
     first, *_ = connect(p.port)
