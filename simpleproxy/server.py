@@ -115,6 +115,37 @@ class _QuietAbort(logging.Filter):
         return not isinstance(exc, UpstreamBodyAborted)
 
 
+def raise_open_file_limit(config: Config) -> int:
+    """Raise this process's soft limit on open files to what the configuration can use, as HAProxy does.
+
+    Client connections, two sockets per tunnel, and room for upstream pools and
+    files: ``connection_limit + 2 * max_tunnels + 256``. Many systems start a
+    process at 1024, which 1000 connections would exhaust. Never above the hard
+    limit; a warning says so when that is too low. Returns the soft limit now in
+    force (0 where there is no such limit: Windows, where select() bounds sockets).
+    """
+    if sys.platform == "win32":
+        return 0
+    try:
+        import resource
+    except ImportError:  # a POSIX system without it (some minimal builds)
+        return 0
+    wanted = config.server.connection_limit + 2 * config.server.max_tunnels + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return soft
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    except (ValueError, OSError):
+        pass
+    if soft < wanted:
+        log.warning("open files are limited to %d (hard limit %s); server.connection_limit and server.max_tunnels "
+                    "may need %d: raise the limit (ulimit -n, LimitNOFILE=)", soft, hard, wanted)
+    return soft
+
+
 def waitress_settings(config: Config) -> dict[str, Any]:
     """The waitress ``Adjustments`` for a configuration, but its sockets (see listeners.py)."""
     s = config.server
@@ -148,6 +179,7 @@ class ProxyServer:
         """``config_path``: the file :meth:`reload` reads again (None: reloads only certificates)."""
         self.app = app if app is not None else ProxyApp(config)
         self.config_path = config_path
+        raise_open_file_limit(config)
         self._reload_lock = threading.Lock()
         logging.getLogger("waitress").addFilter(_QuietAbort())
         # waitress warns "Task queue depth is N" whenever every thread is busy: under

@@ -39,13 +39,30 @@ POSIX_ATTRIBUTES = {
 }
 
 
+_PLATFORM_TESTS = ("hasattr(", "sys.platform", "os.name", "getattr(")
+
+
+def _returns_early(statements: list[ast.stmt], node: ast.AST) -> bool:
+    """After ``if sys.platform == "win32": return`` (or raise) earlier in the same block."""
+    for statement in statements:
+        if statement is node:
+            return False
+        if (isinstance(statement, ast.If) and any(w in ast.unparse(statement.test) for w in _PLATFORM_TESTS)
+                and isinstance(statement.body[-1], (ast.Return, ast.Raise))):
+            return True
+    return False
+
+
 def _guarded(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
-    """Inside ``if hasattr(...)``/``if sys.platform ...``/``os.name``, or a try that catches the absence."""
+    """Inside ``if hasattr(...)``/``if sys.platform ...``/``os.name``, after such an early return,
+    or in a try that catches the absence."""
     while node in parents:
         parent = parents[node]
+        if node in getattr(parent, "body", ()) and _returns_early(parent.body, node):  # type: ignore[attr-defined]
+            return True
         if isinstance(parent, (ast.If, ast.IfExp)):
             test = ast.unparse(parent.test)
-            if any(word in test for word in ("hasattr(", "sys.platform", "os.name", "getattr(")):
+            if any(word in test for word in _PLATFORM_TESTS):
                 return True
         if isinstance(parent, ast.Try) and node in parent.body:
             caught = " ".join(ast.unparse(h.type) for h in parent.handlers if h.type is not None)
@@ -89,7 +106,12 @@ def test_the_scan_finds_unguarded_posix_calls_and_accepts_guarded_ones() -> None
         except ImportError:
             resource = None
         hup = getattr(signal, "SIGHUP", None)
+        def limits():
+            if sys.platform == "win32":
+                return 0
+            import resource
     """)) == []
+    assert posix_only_uses("def f():\n    if x:\n        return 0\n    import resource\n") == ["4: resource"]
 
 
 def test_no_unguarded_posix_only_calls_in_the_package() -> None:

@@ -68,3 +68,19 @@ def test_bare_lf_in_the_head_is_found_however_the_bytes_are_split(message, refus
             while data and not parser.completed:
                 data = data[parser.received(data):]
         assert (parser.error is not None) is refused, step
+
+
+def test_the_open_file_limit_is_raised_to_what_the_configuration_can_use() -> None:
+    resource = pytest.importorskip("resource")
+    from simpleproxy.server import raise_open_file_limit
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = 512 if hard == resource.RLIM_INFINITY else min(512, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+    try:
+        config = config_from_dict({"server": {"connection_limit": 300, "max_tunnels": 100}, "routes": [{"respond": {}}]})
+        wanted = 300 + 2 * 100 + 256
+        expected = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        assert raise_open_file_limit(config) == expected == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
