@@ -246,20 +246,42 @@ class ProxyApp:
     def _open_tunnel(
         self, environ: dict[str, Any], request: Request, response: TunnelResponse, started: float
     ) -> Iterable[bytes]:
-        """Take the client's socket from waitress and relay it with the backend's; waitress sends nothing."""
-        client, tail = detach(environ["simpleproxy.upgrade"])
+        """Take the client's socket from waitress and relay it with the backend's; waitress sends nothing.
+
+        The handshake is counted now (its latency is the time to the 101); the access-log
+        line is written when the tunnel closes, with its duration and bytes.
+        """
+        client, tail, uncount = detach(environ["simpleproxy.upgrade"])
+        if uncount is not None:  # the client's connection stays counted until the tunnel ends
+            release = response.finish
+
+            def finish() -> None:
+                release()
+                uncount()
+
+            response.finish = finish
+        if self.stats is not None:
+            self.stats.record(request.route.label, "101", time.perf_counter() - started, "-", response.limit)
         if client is None:  # the client left meanwhile
             response.backend.close()
             response.finish()
+            if self.access_log.stream is not None:
+                self._log(environ, request, response, 0, time.perf_counter() - started)
             return []
-        head = "".join(
-            [f"HTTP/1.1 {response.status}\r\n", *(f"{k}: {v}\r\n" for k, v in response.headers), "\r\n"]
-        ).encode("latin-1")
         tunnel = Tunnel(
             client, response.backend, response.rest, tail, response.idle_timeout, label=response.label,
-            head=head, on_close=partial(self._tunnel_closed, environ, request, response, started),
+            on_close=partial(self._tunnel_closed, environ, request, response, started),
+            head="".join(
+                [f"HTTP/1.1 {response.status}\r\n", *(f"{k}: {v}\r\n" for k, v in response.headers), "\r\n"]
+            ).encode("latin-1"),
         )
-        self.state.tunnels.start(tunnel)
+        try:
+            self.state.tunnels.start(tunnel)
+        except Exception:  # no relay could be started: nothing may stay counted or open
+            log.exception("could not start a tunnel (request id %s)", request.request_id)
+            tunnel.reason = "error"
+            tunnel.close()
+            self._tunnel_closed(environ, request, response, started, tunnel)
         return []
 
     def _tunnel_closed(
@@ -267,24 +289,29 @@ class ProxyApp:
     ) -> None:
         self.state.tunnels.ended(tunnel)
         response.finish()
-        self._done(environ, request, response, tunnel.bytes_down, started, tunnel)
+        if self.access_log.stream is not None:
+            self._log(environ, request, response, tunnel.bytes_down, time.perf_counter() - started, tunnel)
 
-    def _done(
-        self, environ: dict[str, Any], request: Request | None, response: Response, size: int, started: float,
-        tunnel: Tunnel | None = None,
-    ) -> None:
-        """The answer has gone out (or its body ended, or its tunnel closed): count it, log it."""
+    def _done(self, environ: dict[str, Any], request: Request | None, response: Response, size: int, started: float) -> None:
+        """The answer has gone out (or its body ended): count it, log it."""
         seconds = time.perf_counter() - started
         route = request.route if request is not None else None
         if self.stats is not None:
             self.stats.record(route.label if route is not None else "-", response.status[:3], seconds, response.cache,
                               response.limit)
         if self.access_log.stream is not None:
-            key = route.config.key if route is not None else "-"
-            rid = request.request_id if request is not None else "-"
-            client = request.client_ip if request is not None else environ.get("REMOTE_ADDR", "-")
-            self.access_log.log(environ, response.status, size, seconds, response.upstream, rid, key, response.cache,
-                                response.limit, client, tunnel)
+            self._log(environ, request, response, size, seconds)
+
+    def _log(
+        self, environ: dict[str, Any], request: Request | None, response: Response, size: int, seconds: float,
+        tunnel: Tunnel | None = None,
+    ) -> None:
+        route = request.route if request is not None else None
+        key = route.config.key if route is not None else "-"
+        rid = request.request_id if request is not None else "-"
+        client = request.client_ip if request is not None else environ.get("REMOTE_ADDR", "-")
+        self.access_log.log(environ, response.status, size, seconds, response.upstream, rid, key, response.cache,
+                            response.limit, client, tunnel)
 
     def _done_streaming(
         self, environ: dict[str, Any], request: Request | None, response: Response, started: float, body: StreamingBody

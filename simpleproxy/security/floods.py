@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from functools import partial
+from typing import Any, Callable
 
 from waitress.task import ThreadedTaskDispatcher
 from waitress.utilities import Error
@@ -65,13 +66,23 @@ def guarded_channel_class(base: type, per_client: int) -> type:
             """Every way a waitress channel closes ends here (``close`` is not always called)."""
             if self._counted:
                 self._counted = False
-                with lock:
-                    left = counts.get(self._peer, 1) - 1
-                    if left:
-                        counts[self._peer] = left
-                    else:
-                        counts.pop(self._peer, None)
+                uncount(self._peer)
             super().del_channel(map)
+
+        def keep_counted(self) -> Callable[[], None]:
+            """For a connection leaving waitress as a tunnel: counted until the returned function runs."""
+            if not self._counted:
+                return lambda: None
+            self._counted = False
+            return partial(uncount, self._peer)
+
+    def uncount(peer: str) -> None:
+        with lock:
+            left = counts.get(peer, 1) - 1
+            if left:
+                counts[peer] = left
+            else:
+                counts.pop(peer, None)
 
     GuardedChannel.open_per_client = counts  # type: ignore[attr-defined]
     return GuardedChannel

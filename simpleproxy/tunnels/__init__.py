@@ -31,6 +31,7 @@ class Tunnels:
     def __init__(self, max_total: int) -> None:
         self.max_total = max_total  #: 0: no bound (beyond the per-route ones)
         self.draining = False  #: set by a graceful stop: new upgrades get 503
+        self._closed = False
         self._lock = threading.Lock()
         self._relay: Relay | None = None
         self.open = 0
@@ -64,10 +65,17 @@ class Tunnels:
 
     def start(self, tunnel: Tunnel) -> None:
         with self._lock:
-            if self._relay is None:
-                self._relay = Relay()
-            relay = self._relay
-            self.opened += 1
+            relay = None
+            if not self._closed:  # else the proxy is shutting down: no new relay thread
+                if self._relay is None:
+                    self._relay = Relay()
+                relay = self._relay
+                self.opened += 1
+        if relay is None:
+            tunnel.reason = "shutdown"
+            tunnel.close()
+            tunnel.on_close(tunnel)
+            return
         relay.add(tunnel)
 
     def ended(self, tunnel: Tunnel) -> None:
@@ -84,6 +92,7 @@ class Tunnels:
         """Close every tunnel (a clean TCP close both ways) and stop the relay thread."""
         with self._lock:
             relay, self._relay = self._relay, None
+            self._closed = True
         if relay is not None:
             relay.stop()
 

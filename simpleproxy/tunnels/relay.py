@@ -46,6 +46,11 @@ class _Flow:
         self.count = len(first)  #: bytes relayed this way, after the handshake
 
 
+def _pending(sock: socket.socket) -> int:
+    """Decrypted bytes a TLS socket holds (0 for plain sockets)."""
+    return sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
+
+
 class Tunnel:
     """One upgraded connection: the client's socket, the backend's, and what is in between."""
 
@@ -111,12 +116,21 @@ class Tunnel:
         """Move what can be moved without waiting; False once the tunnel is over.
 
         ``ready``: the socket the selector reported (None: try both); only it is read,
-        which spares the other side a system call that would find nothing.
+        which spares the other side a system call that would find nothing, and a TLS
+        socket with decrypted bytes waiting, which the selector cannot see.
         """
         for flow in (self.up, self.down):
-            if ready is None or flow.src is ready:
+            if ready is None or flow.src is ready or _pending(flow.src):
                 self._read(flow)
             self._write(flow)
+            # A TLS record decrypted past a full buffer: once the write made room, read on,
+            # or those bytes would wait for the peer's next record (or the idle timeout).
+            while not flow.eof and len(flow.buf) < BUFFER and _pending(flow.src):
+                before = flow.count
+                self._read(flow)
+                self._write(flow)
+                if flow.count == before:
+                    break
         if self.up.done and self.down.done:
             self.reason = "closed"
             return False
@@ -162,7 +176,7 @@ class Relay:
 
     def add(self, tunnel: Tunnel) -> None:
         with self._lock:
-            if self._stopping:
+            if self._stopping or not self._thread.is_alive():
                 tunnel.reason = "shutdown"
                 tunnel.close()
                 tunnel.on_close(tunnel)
@@ -231,6 +245,10 @@ class Relay:
             going = tunnel.step(ready)
         except OSError as exc:  # reset, broken pipe: the tunnel is over
             log.debug("tunnel %s ended: %s", tunnel.label, exc)
+            self._finish(tunnel, "error")
+            return
+        except Exception:  # a bug: this tunnel ends, the thread serving every other one goes on
+            log.exception("relaying tunnel %s", tunnel.label)
             self._finish(tunnel, "error")
             return
         if not going:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from waitress.task import WSGITask
 
@@ -40,19 +40,22 @@ class UpgradeTask(WSGITask):
         # The bytes after the head were kept for a tunnel; an upgrade that did not happen
         # (refused, or answered without 101) cannot read on from them: close after this answer.
         if getattr(self.request, "tail", None):
-            self.close_on_finish = True
+            self.set_close_on_finish()  # with "Connection: close", so the client knows
         return super().build_response_header()
 
 
-def detach(task: WSGITask) -> tuple[socket.socket | None, bytes]:
-    """-> (the client socket, the bytes read past the head); (None, b"") if the client is gone.
+def detach(task: WSGITask) -> tuple[socket.socket | None, bytes, Callable[[], None] | None]:
+    """-> (the client socket, the bytes read past the head, what to call when it closes).
 
+    The socket is None if the client is gone. The last item undoes the
+    per-client connection count (security/floods.py), which keeps counting the
+    connection while it is a tunnel; None when connections are not counted.
     Called from the worker thread serving ``task``; waitress then sends nothing
     more on the connection and forgets it.
     """
     channel = task.channel
     handed = threading.Event()
-    state: dict[str, Any] = {"sock": None, "abandoned": False}
+    state: dict[str, Any] = {"sock": None, "abandoned": False, "uncount": None}
     lock = threading.Lock()
 
     def in_loop_thread() -> None:  # never pulls the trigger itself: that would deadlock
@@ -62,6 +65,9 @@ def detach(task: WSGITask) -> tuple[socket.socket | None, bytes]:
                     channel.close()
                 handed.set()
                 return
+            keep_counted = getattr(channel, "keep_counted", None)
+            if keep_counted is not None:
+                state["uncount"] = keep_counted()
             channel.del_channel()
             state["sock"], channel.socket = channel.socket, None
             channel.connected = False
@@ -70,10 +76,10 @@ def detach(task: WSGITask) -> tuple[socket.socket | None, bytes]:
     try:
         channel.server.trigger.pull_trigger(in_loop_thread)
     except OSError:  # the loop has stopped
-        return None, b""
+        return None, b"", None
     if not handed.wait(DETACH_TIMEOUT):
         with lock:
             state["abandoned"] = True
     task.wrote_header = True  # nothing more from waitress on this connection
     task.close_on_finish = True
-    return state["sock"], task.request.tail or b""
+    return state["sock"], task.request.tail or b"", state["uncount"]

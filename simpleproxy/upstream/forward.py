@@ -10,10 +10,13 @@ closes it, so no later request can read the leftovers of this one.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 import logging
 import socket
 import time
+from functools import partial
 from typing import Any, Callable
 
 from ..config import RouteConfig
@@ -40,6 +43,7 @@ log = logging.getLogger("simpleproxy.upstream")
 IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"))
 _SMALL_BODY = 64 * 1024
 MAX_INTERIM = 8  # 1xx responses skipped before the final one, at most
+_WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 
 
 class UpstreamBodyAborted(Exception):
@@ -70,12 +74,15 @@ class UpstreamHandler:
         self._failing_statuses = frozenset(upstream.config.passive.statuses)
         self._retried_statuses = frozenset(upstream.config.retries.statuses)
         self._retried_methods = upstream.config.retries.methods
+        #: for an upgrade's answer: the backend's Upgrade field is kept aside, to be checked
+        self._upgrade_fields = {**headers.response_fields, "upgrade": "upgrade"}
 
-    def __call__(self, request: Request) -> Response:
-        if self.tunnels is not None and "simpleproxy.upgrade" in request.environ:
-            protocol = self._protocol(request.environ.get("HTTP_UPGRADE", ""))
-            if protocol is not None:
-                return self._upgrade(request, protocol)
+    def __call__(self, request: Request, protocol: str | None = None) -> Response:
+        """``protocol``: an Upgrade being tried (from :meth:`_upgrade`); None for ordinary requests."""
+        if protocol is None and self.tunnels is not None and "simpleproxy.upgrade" in request.environ:
+            offered = self._protocol(request.environ.get("HTTP_UPGRADE", ""))
+            if offered is not None:
+                return self._upgrade(request, offered)
         upstream = self.upstream
         upstream.budget.request()
         body = _read_body(request, self.max_body)
@@ -86,8 +93,11 @@ class UpstreamHandler:
         sticky = upstream.sticky_server(request.environ) if upstream.sticky_cookie else None
         while True:
             server = upstream.pick(request.environ, tried, sticky)
+            head = self._head(request, server, body)
+            if protocol is not None:
+                head = head[:-2] + f"Connection: Upgrade\r\nUpgrade: {protocol}\r\n\r\n".encode("latin-1")
             try:
-                conn, response, rest = self._exchange(server, request, self._head(request, server, body), body)
+                conn, response, rest = self._exchange(server, request, head, body, protocol is not None)
             except UpstreamError as exc:
                 server.unclaim()
                 server.breaker.failure(exc.detail)
@@ -106,7 +116,11 @@ class UpstreamHandler:
                 server.discard(conn)
                 server.unclaim()
                 continue
-            relayed = self._relay(server, conn, response, rest, request.started)
+            relayed: Response
+            if status == 101:  # only ever accepted for an upgrade
+                relayed = self._switch(server, conn, response, rest, request, protocol)  # type: ignore[arg-type]
+            else:
+                relayed = self._relay(server, conn, response, rest, request.started)
             if upstream.sticky_cookie and server is not sticky:
                 relayed.own_headers = [
                     ("Set-Cookie", f"{upstream.sticky_cookie}={server.sticky_id}; Path=/; HttpOnly; SameSite=Lax")
@@ -122,45 +136,52 @@ class UpstreamHandler:
         return None
 
     def _upgrade(self, request: Request, protocol: str) -> Response:
-        """Send the handshake; on 101 the backend's socket leaves its pool for a tunnel (app.py)."""
+        """An upgrade: counted against the tunnel limits, then forwarded as any request is (balancing,
+        stickiness, retries before an answer); a 101 becomes a :class:`TunnelResponse`."""
         tunnels = self.tunnels
         assert tunnels is not None
-        label = self._label
-        tunnels.reserve(label, self.route.max_tunnels)  # 503 before any backend is asked
-        handed = False
+        tunnels.reserve(self._label, self.route.max_tunnels)  # 503 before any backend is asked
+        response = None
         try:
-            body = _read_body(request, self.max_body)
-            server = self.upstream.pick(request.environ)
-            head = self._head(request, server, body)
-            head = head[:-2] + f"Connection: Upgrade\r\nUpgrade: {protocol}\r\n\r\n".encode("latin-1")
-            try:
-                conn, response, rest = self._exchange(server, request, head, body, upgrade=True)
-            except UpstreamError as exc:
-                server.unclaim()
-                server.breaker.failure(exc.detail)
-                raise
-            except BaseException:
-                server.unclaim()
-                raise
-            server.breaker.success()
-            if response.status != 101:  # the backend declined: an ordinary answer
-                return self._relay(server, conn, response, rest, request.started)
-            sock, conn.sock = conn.sock, None  # out of urllib3's hands; the pool slot is freed
-            server.discard(conn)
-            sock.settimeout(None)
-            headers = self.headers.response_headers(response.headers)
-            headers += [("Connection", "Upgrade"), ("Upgrade", protocol)]
-
-            def finish() -> None:
-                tunnels.release(label)
-                server.unclaim()  # counted in flight until the tunnel ends (least_conn, max_connections)
-
-            handed = True
-            return TunnelResponse(response.status_line, headers, server.name, sock, rest, label,
-                                  self.route.tunnel_idle_timeout, finish)
+            response = self(request, protocol)
+            return response
         finally:
-            if not handed:
-                tunnels.release(label)
+            if not isinstance(response, TunnelResponse):  # the backend declined, or failed
+                tunnels.release(self._label)
+
+    def _switch(
+        self, server: ServerPool, conn: Any, response: ResponseHead, rest: bytes, request: Request, protocol: str
+    ) -> TunnelResponse:
+        """A 101, checked, and its connection taken out of the pool for the tunnel.
+
+        The backend must name the protocol asked for and, for WebSocket, prove that it
+        read the handshake (``Sec-WebSocket-Accept``, RFC 6455 section 4.2.2); a 101
+        without those is refused, or a backend that echoes statuses could open a raw
+        tunnel past every per-request filter (WebSocket smuggling).
+        """
+        switched = response.upgrade.partition(",")[0].strip()
+        problem = None
+        if switched.lower() != protocol.lower():
+            problem = f"101 with Upgrade {switched!r}, not {protocol!r}"
+        elif protocol.lower() == "websocket":
+            key = request.environ.get("HTTP_SEC_WEBSOCKET_KEY", "")
+            expected = base64.b64encode(hashlib.sha1((key + _WEBSOCKET_GUID).encode("latin-1")).digest()).decode()
+            if not key or dict((n.lower(), v) for n, v in response.headers).get("sec-websocket-accept") != expected:
+                problem = "101 without the Sec-WebSocket-Accept the handshake calls for"
+        if problem is not None:
+            server.discard(conn)
+            server.unclaim()
+            raise _with_server(UpstreamProtocolError(problem), server)
+        sock, conn.sock = conn.sock, None  # out of urllib3's hands; the pool slot is freed
+        server.discard(conn)
+        server.unclaim()  # a tunnel is not a request in flight: max_connections stays for requests
+        sock.settimeout(None)
+        headers = self.headers.response_headers(response.headers)
+        headers += [("Connection", "Upgrade"), ("Upgrade", switched)]
+        tunnels, label = self.tunnels, self._label
+        assert tunnels is not None
+        return TunnelResponse(response.status_line, headers, server.name, sock, rest, label,
+                              self.route.tunnel_idle_timeout, partial(tunnels.release, label))
 
     def _retry(self, server: ServerPool, tried: list[ServerPool], reason: str) -> bool:
         """Another try on another server, if the count, the servers and the budget allow."""
@@ -232,7 +253,7 @@ class UpstreamHandler:
                 rest = b""
                 for _ in range(MAX_INTERIM):
                     raw, rest = read_head(conn.sock, rest)
-                    response = parse_head(raw, request.method, self.headers.response_fields)
+                    response = parse_head(raw, request.method, self._upgrade_fields if upgrade else self.headers.response_fields)
                     if response.status >= 200 or (upgrade and response.status == 101):
                         return conn, response, rest
                     if response.status == 101:

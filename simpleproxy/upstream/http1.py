@@ -58,7 +58,7 @@ class UpstreamClosed(ConnectionError):
 class ResponseHead:
     """A parsed, validated status line and header section."""
 
-    __slots__ = ("status", "reason", "headers", "length", "chunked", "keep_alive", "has_body")
+    __slots__ = ("status", "reason", "headers", "length", "chunked", "keep_alive", "has_body", "upgrade")
 
     def __init__(self) -> None:
         self.status = 0
@@ -69,6 +69,7 @@ class ResponseHead:
         self.chunked = False
         self.keep_alive = True
         self.has_body = True
+        self.upgrade = ""  #: the Upgrade field, when the parser was asked to keep it (a 101's)
 
     @property
     def status_line(self) -> str:
@@ -132,6 +133,8 @@ def parse_head(head: bytes, method: str, actions: dict[str, str] = FIELD_ACTIONS
                 transfer_encoding += "," + value
             elif special == "connection":
                 connection += "," + value
+            elif special == "upgrade":
+                result.upgrade += ("," if result.upgrade else "") + value
     if connection:
         named = {t.strip(" \t").lower() for t in connection.split(",")} - {""}
         if named - {"close", "keep-alive"}:

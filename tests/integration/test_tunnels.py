@@ -365,3 +365,142 @@ def test_tunnel_metrics(echo, proxy) -> None:
     assert "simpleproxy_tunnels_opened_total 1.0" in text
     up = next(line for line in text.splitlines() if line.startswith('simpleproxy_tunnel_bytes_total{direction="up"}'))
     assert float(up.split()[-1]) >= 1000
+
+
+# What a review found: each of these failed before its fix.
+
+def test_a_101_without_the_protocol_or_the_accept_key_is_refused(raw_backend, proxy) -> None:
+    """A backend that answers a bare 101 (say, one that echoes statuses) must not open a raw tunnel
+    past the per-request filters: 502, and the client never gets a 101."""
+    def bare_101(conn: socket.socket) -> None:
+        read_request(conn)
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+        read_request(conn)  # what a smuggled request would be
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret")
+
+    def wrong_accept(conn: socket.socket) -> None:
+        read_request(conn)
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Accept: bm90IHRoZSByaWdodCBrZXk=\r\n\r\n")
+
+    for script in (bare_101, wrong_accept):
+        p = proxy(ws_config(raw_backend(script).url))
+        ws, status, _, body = connect(p.port)
+        assert ws is None and status.startswith("HTTP/1.1 502"), status
+        assert b"101 with" in body and p.app.state.tunnels.open == 0
+
+
+def test_a_tunnel_stays_counted_as_its_clients_connection(echo, proxy) -> None:
+    p = proxy({**ws_config(echo.url), "server": {"max_connections_per_client": 2}})
+    first, *_ = connect(p.port)
+    second, *_ = connect(p.port)
+    assert first is not None and second is not None
+    third, status, *_ = connect(p.port)
+    assert third is None and status.startswith("HTTP/1.1 503")  # the per-client bound, tunnels included
+    first.close()
+    first.sock.close()
+    counts = p.server.servers[0].channel_class.open_per_client
+    wait_for(lambda: counts.get("127.0.0.1") == 1, "the closed tunnel's connection to be counted out")
+    second.close()
+    second.sock.close()
+
+
+def test_tunnels_leave_max_connections_to_ordinary_requests(echo, proxy) -> None:
+    config = ws_config(echo.url)
+    config["upstreams"]["ws"]["max_connections"] = 2
+    config["routes"].insert(0, {"path": "/plain", "respond": {"status": 200, "body": "local"}})
+    p = proxy(config)
+    held = [connect(p.port)[0] for _ in range(3)]
+    assert all(ws is not None for ws in held)  # more tunnels than max_connections: they are not requests
+    ws, status, fields, _ = connect(p.port, protocol="not-a-protocol")  # an ordinary request to the upstream
+    assert status.startswith("HTTP/1.1 400")  # reached the backend (which refuses non-WebSocket)
+    for ws in held:
+        ws.sock.close()  # type: ignore[union-attr]
+
+
+def test_handshakes_follow_the_sticky_cookie_and_are_retried_on_another_server(echo, proxy) -> None:
+    second = EchoServer()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"ws://127.0.0.1:{s.getsockname()[1]}"
+    try:
+        config = ws_config(echo.url)
+        config["upstreams"]["ws"]["servers"] = [{"url": dead}, {"url": echo.url}, {"url": second.url}]
+        config["upstreams"]["ws"]["sticky"] = {"cookie": "sp"}
+        config["upstreams"]["ws"]["retries"] = {"count": 2}
+        p = proxy(config)
+        held = []
+        for _ in range(4):  # the dead server's turns are retried elsewhere, before any answer
+            ws, status, *_ = connect(p.port)
+            assert ws is not None, status
+            held.append(ws)
+        pinned = p.app.state.upstreams["ws"].servers[2].sticky_id
+        before = len(second.handshakes)
+        for _ in range(3):
+            ws, status, *_ = connect(p.port, headers={"Cookie": f"sp={pinned}"})
+            assert ws is not None, status
+            held.append(ws)
+        assert len(second.handshakes) == before + 3
+        for ws in held:
+            ws.sock.close()
+    finally:
+        second.stop()
+
+
+def test_a_declined_upgrade_with_bytes_after_its_head_says_connection_close(echo, proxy) -> None:
+    p = proxy(ws_config(echo.url, upgrade=False))
+    with socket.create_connection(("127.0.0.1", p.port), timeout=LONG_TIMEOUT) as s:
+        s.sendall(b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+                  b"GET /second HTTP/1.1\r\nHost: h\r\n\r\n")
+        answer = wait_closed(s)
+    head = answer.split(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 400") and b"connection: close" in head
+
+
+def test_tls_bytes_decrypted_past_a_full_buffer_are_not_stranded(ca) -> None:
+    """The relay stops reading at a full buffer; a TLS record already decrypted beyond it waits in
+    pending(), which the selector cannot see. Once the buffer drains, those bytes must follow."""
+    from simpleproxy.tunnels.relay import BUFFER, Relay, Tunnel
+
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    listener = socket.create_server(("127.0.0.1", 0))
+    made: dict[str, ssl.SSLSocket] = {}
+    connector = threading.Thread(target=lambda: made.setdefault("client", client_context.wrap_socket(
+        socket.create_connection(listener.getsockname()), server_hostname="127.0.0.1")))
+    connector.start()
+    raw, _ = listener.accept()
+    proxy_side = server_context.wrap_socket(raw, server_side=True)
+    connector.join(LONG_TIMEOUT)
+    listener.close()
+    client = made["client"]
+    backend_side, backend = socket.socketpair()
+    backend_side.setblocking(False)
+    stuffed = 0
+    try:  # the backend reads nothing yet: the relay's buffer towards it fills
+        while True:
+            stuffed += backend_side.send(b"\0" * 65536)
+    except BlockingIOError:
+        pass
+    closed = threading.Event()
+    tunnel = Tunnel(proxy_side, backend_side, b"", b"", 0, on_close=lambda t: closed.set())
+    relay = Relay()
+    try:
+        relay.add(tunnel)
+        records = 27  # 27 records of 10,000 bytes: the 27th straddles the buffer's end
+        for i in range(records):
+            client.sendall(bytes([65 + i % 26]) * 10_000)
+        wait_for(lambda: len(tunnel.up.buf) >= BUFFER, "the relay's buffer to fill")
+        backend.settimeout(LONG_TIMEOUT)
+        received = 0
+        while received < stuffed + records * 10_000:
+            chunk = backend.recv(1 << 20)
+            assert chunk
+            received += len(chunk)
+        assert received == stuffed + records * 10_000
+    finally:
+        relay.stop()
+        for sock in (client, backend):
+            sock.close()
