@@ -28,20 +28,22 @@ DETACH_TIMEOUT = 5.0  #: how long a worker waits for the loop thread to hand the
 class UpgradeTask(WSGITask):
     """waitress's WSGI task, offering its connection to the app when the request asks to upgrade."""
 
+    # Both run for every request: plain attribute reads, and the base class called directly
+    # (super() and getattr() cost more than the rest of these methods).
     def get_environment(self) -> dict[str, Any]:
-        if self.environ is not None:
-            return self.environ
-        environ = super().get_environment()
-        if getattr(self.request, "upgrade", False):
-            environ["simpleproxy.upgrade"] = self
+        environ = self.environ
+        if environ is None:
+            environ = WSGITask.get_environment(self)
+            if self.request.upgrade:  # StrictRequestParser's (server.py)
+                environ["simpleproxy.upgrade"] = self
         return environ
 
     def build_response_header(self) -> bytes:
         # The bytes after the head were kept for a tunnel; an upgrade that did not happen
         # (refused, or answered without 101) cannot read on from them: close after this answer.
-        if getattr(self.request, "tail", None):
+        if self.request.tail:
             self.set_close_on_finish()  # with "Connection: close", so the client knows
-        return super().build_response_header()
+        return WSGITask.build_response_header(self)
 
 
 def detach(task: WSGITask) -> tuple[socket.socket | None, bytes, Callable[[], None] | None]:
