@@ -41,7 +41,8 @@ def main(argv: list[str]) -> None:
         "routes": [{"respond": {}}], "log": {"access": "off"},
     })
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # as simpleproxy does
-    server = create_server(app, **waitress_settings(config))
+    # waitress_settings leaves the sockets out (simpleproxy binds its own): name the address here
+    server = create_server(app, listen="127.0.0.1:0", **waitress_settings(config))
     print(server.effective_port, flush=True)
     server.run()
 
