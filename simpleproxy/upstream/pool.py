@@ -119,7 +119,8 @@ class ServerPool:
         conn: Any = self._pool._get_conn()  # noqa: SLF001 - see the module docstring
         sock: socket.socket | None = conn.sock
         if sock is not None:
-            sock.settimeout(read)
+            if sock.gettimeout() != read:  # settimeout() costs a system call (FIONBIO) even unchanged
+                sock.settimeout(read)
             return conn, True
         conn.timeout = connect  # what urllib3's connect() gives create_connection
         try:
