@@ -1,18 +1,16 @@
-"""waitress wiring: settings, a stricter request parser, start and stop.
+"""waitress wiring: settings, the stricter request parser, start and stop.
 
 waitress is the front end the design card names; a few of its defaults are
 wrong for a proxy and are set here from the ``server:`` section (see
-:class:`simpleproxy.config.ServerSettings`). Its parser also accepts a
-request carrying both Content-Length and Transfer-Encoding (chunked wins, and
-the app cannot tell), the classic request-smuggling shape: a subclass refuses
-it with 400 before any application code runs.
+:class:`simpleproxy.config.ServerSettings`). Its channels parse request heads
+with :class:`simpleproxy.parser.StrictRequestParser`, which refuses ambiguous
+framing before any application code runs.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import select
 import signal
 import sys
@@ -21,8 +19,6 @@ import time
 from typing import Any
 
 from waitress.channel import HTTPChannel
-from waitress.parser import HTTPRequestParser, ParsingError
-from waitress.utilities import BadRequest as BadRequestError
 from waitress.server import BaseWSGIServer, create_server
 from waitress import wasyncore
 
@@ -30,79 +26,13 @@ from .app import ProxyApp
 from .config import Config, load_config
 from .errors import ConfigError
 from .listeners import bind_all
+from .parser import StrictRequestParser
 from .security.floods import Shedder, guarded_channel_class, install_head_deadline
 from .tls.front import HTTPSFront, tls_channel_class
 from .tunnels.takeover import UpgradeTask
 from .upstream.forward import UpstreamBodyAborted
 
 log = logging.getLogger("simpleproxy")
-
-
-# RFC 9112 section 3: method SP request-target SP HTTP-version; only HTTP/1.x is spoken here.
-# Matched at the head's start: the whole first line, up to its CRLF (or the head's end).
-_REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ [^ \r\n]+ HTTP/1\.[01](?:\r\n|\Z)")
-_BARE_LF = re.compile(rb"(?<!\r)\n")
-
-
-class StrictRequestParser(HTTPRequestParser):
-    """waitress's parser, refusing ambiguous body framing (RFC 9112 section 6.1).
-
-    A parser is made when a request's first byte arrives; ``started`` is that
-    moment, for the request-head deadline (security/floods.py).
-    """
-
-    #: an HTTP/1.1 request with ``Upgrade`` and ``Connection: upgrade``: a tunnel may follow
-    upgrade = False
-    #: with ``upgrade``, the bytes that came after the head (None until the head is complete)
-    tail: bytes | None = None
-
-    def __init__(self, adj: Any) -> None:
-        super().__init__(adj)
-        self.started = time.monotonic()
-        self._last = b""
-
-    def received(self, data: bytes) -> int:
-        """Refuse a head that ends its lines with a bare LF (waitress would wait for CRLF forever).
-
-        An upgrade request claims every byte after its head (``tail``): they belong
-        to the tunnel, not to a next request.
-        """
-        if not self.headers_finished and not self.completed:  # type: ignore[has-type]
-            if data.count(b"\n") == data.count(b"\r\n"):  # every LF has its CR: the usual case, in C
-                self._last = data[-3:]
-            else:
-                window = self._last + data  # the bytes before, so a CRLF split across reads is seen whole
-                end = window.find(b"\r\n\r\n")
-                # The new bytes only (the look-behind still sees the old), and the head only, never the body.
-                if _BARE_LF.search(window if end < 0 else window[: end + 2], len(self._last)):
-                    self.error = BadRequestError("bare LF in the request head")
-                    self.completed = True
-                    return len(data)
-                self._last = window[-3:]
-        used = HTTPRequestParser.received(self, data)
-        if self.upgrade and self.completed and self.tail is None and not self.error:
-            self.tail = data[used:]
-            return len(data)
-        return used
-
-    def parse_header(self, header_plus: bytes) -> None:
-        # Every request pays for these checks: each is one scan in C, and the base class is
-        # called directly (super() and a second split of the head cost more than the checks).
-        if _REQUEST_LINE.match(header_plus) is None:
-            raise ParsingError("the request line is not METHOD TARGET HTTP/1.0 or HTTP/1.1")
-        if b"\r\n " in header_plus or b"\r\n\t" in header_plus:
-            raise ParsingError("obsolete line folding in the request head")  # RFC 9112 section 5.2
-        lowered = header_plus.lower()
-        if b"\ntransfer-encoding:" in lowered:
-            if b"\ncontent-length:" in lowered:
-                raise ParsingError("both Content-Length and Transfer-Encoding")
-            if header_plus.split(b"\n", 1)[0].rstrip().endswith(b"HTTP/1.0"):
-                raise ParsingError("Transfer-Encoding in an HTTP/1.0 request")
-        HTTPRequestParser.parse_header(self, header_plus)
-        headers = self.headers
-        if "UPGRADE" in headers and self.version == "1.1":  # RFC 9110 7.8: not in HTTP/1.0
-            tokens = headers.get("CONNECTION", "").lower().split(",")
-            self.upgrade = any(token.strip() == "upgrade" for token in tokens)
 
 
 class StrictChannel(HTTPChannel):
