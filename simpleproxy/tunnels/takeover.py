@@ -22,6 +22,8 @@ from typing import Any, Callable
 
 from waitress.task import WSGITask
 
+from ..response_head import build_response_head
+
 DETACH_TIMEOUT = 5.0  #: how long a worker waits for the loop thread to hand the socket over
 
 
@@ -43,7 +45,7 @@ class UpgradeTask(WSGITask):
         # (refused, or answered without 101) cannot read on from them: close after this answer.
         if self.request.tail:
             self.set_close_on_finish()  # with "Connection: close", so the client knows
-        return WSGITask.build_response_header(self)
+        return build_response_head(self)  # waitress's head, built for less CPU
 
 
 def detach(task: WSGITask) -> tuple[socket.socket | None, bytes, Callable[[], None] | None]:
