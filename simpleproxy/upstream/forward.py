@@ -245,9 +245,12 @@ class UpstreamHandler:
         """Send the request, read the final response head; one retry on a stale connection."""
         timeouts = self.timeouts
         deadline = request.started + timeouts.total if timeouts.total else 0.0
+        resendable = request.method in IDEMPOTENT and body is not None
         for attempt in (1, 2):
             read = _limit(timeouts.read, deadline)
-            conn, reused = server.acquire(timeouts.connect, read)
+            # A resendable request skips urllib3's idle check, but not on its resend: every
+            # idle connection may have been closed by the server (after a quiet spell).
+            conn, reused = server.acquire(timeouts.connect, read, check_idle=not resendable or attempt == 2)
             try:
                 _send(conn.sock, head, body, request)
                 rest = b""
@@ -266,7 +269,7 @@ class UpstreamHandler:
                 # A reused connection that the server closed while it sat idle: nothing
                 # was processed, so an idempotent request with its body in hand is resent.
                 stale = reused and attempt == 1 and not (closed and getattr(exc, "received", False))
-                if stale and request.method in IDEMPOTENT and body is not None:
+                if stale and resendable:
                     log.debug("retrying on a new connection to %s: stale keep-alive", server.name)
                     continue
                 reason = "upstream closed the connection" if closed else "upstream reset the connection"

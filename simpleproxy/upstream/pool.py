@@ -114,9 +114,23 @@ class ServerPool:
         self._idle = cast(IdleConnections, self._pool.pool)
         self._keepalive = config.keepalive
 
-    def acquire(self, connect: float, read: float) -> tuple[HTTPConnection, bool]:
-        """A connected connection, its read timeout set, and whether it was reused."""
-        conn: Any = self._pool._get_conn()  # noqa: SLF001 - see the module docstring
+    def acquire(self, connect: float, read: float, check_idle: bool = True) -> tuple[HTTPConnection, bool]:
+        """A connected connection, its read timeout set, and whether it was reused.
+
+        ``check_idle``: have urllib3 check that an idle connection was not closed by the
+        server meanwhile (a poll() per request). A request that forward.py can resend on
+        a new connection skips the check: the rare stale connection then costs one resend.
+        """
+        conn: Any = None
+        if check_idle:
+            conn = self._pool._get_conn()  # noqa: SLF001 - see the module docstring
+        else:  # what _get_conn does, without the check
+            try:
+                conn = self._idle.queue.pop()
+            except IndexError:
+                pass
+            if conn is None:  # the pool's empty slot, or none left: a new connection
+                conn = self._pool._new_conn()  # noqa: SLF001
         sock: socket.socket | None = conn.sock
         if sock is not None:
             if sock.gettimeout() != read:  # settimeout() costs a system call (FIONBIO) even unchanged

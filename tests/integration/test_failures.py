@@ -7,6 +7,7 @@ import queue
 import socket
 import struct
 import sys
+import threading
 
 import pytest
 
@@ -172,6 +173,39 @@ def test_stale_keepalive_connection_is_retried_for_idempotent_requests(raw_backe
         response, body = p.request("GET", "/")
         assert (response.status, body) == (200, b"ok")
     assert backend.accepted == 3
+
+
+def test_every_idle_connection_closed_by_the_backend_costs_no_error(raw_backend, proxy) -> None:
+    """After a quiet spell a backend may have closed every pooled connection. A GET skips
+    urllib3's idle check, meets a stale connection and is resent on a new one; a POST, which
+    cannot be resent, has urllib3 check first and so never meets one."""
+    held = 3
+    together = threading.Barrier(held, timeout=LONG_TIMEOUT)
+    closed: queue.Queue = queue.Queue()
+
+    def one_per_connection(conn: socket.socket) -> None:
+        head = read_request(conn)
+        if b"X-Hold" in head:
+            together.wait()  # so that the proxy holds three connections at once
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        conn.close()  # without "Connection: close", as a backend's idle timeout would
+        closed.put(head)
+
+    backend = raw_backend(one_per_connection)
+    p = proxy(single_upstream(backend.url))
+    answers: queue.Queue = queue.Queue()
+    threads = [threading.Thread(target=lambda: answers.put(p.request("GET", "/", headers={"X-Hold": "1"})[0].status))
+               for _ in range(held)]
+    for thread in threads:
+        thread.start()
+    assert [answers.get(timeout=LONG_TIMEOUT) for _ in range(held)] == [200] * held
+    for _ in range(held):
+        closed.get(timeout=LONG_TIMEOUT)  # every pooled connection is now closed at the backend
+    response, body = p.request("GET", "/")
+    assert (response.status, body) == (200, b"ok")
+    response, body = p.request("POST", "/", body=b"data")
+    assert (response.status, body) == (200, b"ok")
+    assert backend.accepted == held + 2  # the resent GET and the POST each on a new connection
 
 
 @pytest.mark.parametrize(
