@@ -32,6 +32,14 @@ _ESCAPES[ord('"')] = '\\"'
 _ESCAPES[ord("\\")] = "\\\\"
 
 
+def _escaped(text: str) -> str:
+    """``text`` with quotes, backslashes and control characters escaped; as it is when it has none
+    (the usual case: str.translate looks every character up in a dictionary, isprintable does not)."""
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return text
+    return text.translate(_ESCAPES)
+
+
 class AccessLog:
     """Writes access lines to a text stream; ``AccessLog(None)`` writes nothing."""
 
@@ -91,12 +99,11 @@ class AccessLog:
                 **({"bytes_up": tunnel.bytes_up, "tunnel_end": tunnel.reason} if tunnel is not None else {}),
             }) + "\n"
         else:
-            esc = _ESCAPES
             line = (
                 f'{client} - - [{self._timestamp()}] '
-                f'"{get("REQUEST_METHOD", "-").translate(esc)} {target.translate(esc)} {get("SERVER_PROTOCOL", "-")}" '
-                f'{status[:3]} {size} "{get("HTTP_REFERER", "-").translate(esc)}" '
-                f'"{get("HTTP_USER_AGENT", "-").translate(esc)}" {duration:.4f} {upstream} {request_id} {route} {cache} {limit}'
+                f'"{_escaped(get("REQUEST_METHOD", "-"))} {_escaped(target)} {get("SERVER_PROTOCOL", "-")}" '
+                f'{status[:3]} {size} "{_escaped(get("HTTP_REFERER", "-"))}" '
+                f'"{_escaped(get("HTTP_USER_AGENT", "-"))}" {duration:.4f} {upstream} {request_id} {route} {cache} {limit}'
                 + (f' up={tunnel.bytes_up} end={tunnel.reason}\n' if tunnel is not None else '\n')
             )
         self._queue.append(line)
