@@ -7,8 +7,11 @@ Servers are pinned to CPU 0, wrk and the backend to CPU 1 (``taskset``), the
 layout the issue's targets assume. Every target serves the same bodies from
 the same asyncio backend (benchmarks/backend.py), except the waitress
 hello-world, which answers from memory and is the ceiling of this design:
-same server, same settings, no upstream. Each measurement runs for a bounded
-time and only against 127.0.0.1.
+same server, same settings, no upstream. simpleproxy replaces waitress's
+request parser and response-head writer with faster equivalents, so a second
+simpleproxy answering 1 KiB from memory (a ``respond`` route) is measured too:
+the ceiling of simpleproxy's own front end, against which the proxying alone
+is judged. Each measurement runs for a bounded time and only against 127.0.0.1.
 
 Prints a table with ratios to the hello-world ceiling and to werkzeug's
 ProxyMiddleware, then the 300 MiB streaming check (the proxy's peak RSS).
@@ -31,6 +34,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PY = sys.executable
 MIB = 1024 * 1024
+ANSWERING = "simpleproxy from memory"
 
 
 def pinned(cpu: int, cmd: list[str]) -> list[str]:
@@ -141,6 +145,22 @@ log:
     )
 
 
+def answering_config(path: Path, threads: int) -> None:
+    """simpleproxy answering 1 KiB from memory (a ``respond`` route): its own front end's ceiling."""
+    path.write_text(
+        f"""listen:
+  http: 127.0.0.1:{free_port()}
+server:
+  threads: {threads}
+routes:
+  - path: /
+    respond: {{status: 200, body: "{'x' * 1024}", content_type: application/octet-stream}}
+log:
+  access: off
+"""
+    )
+
+
 def start_simpleproxy(config: Path) -> tuple[subprocess.Popen, int]:
     port = int(re.search(r"127\.0\.0\.1:(\d+)", config.read_text()).group(1))  # type: ignore[union-attr]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -242,6 +262,10 @@ def main() -> int:
         simpleproxy_config(config, backend_port, workdir / "access.log", args.threads)
         sp, targets["simpleproxy"] = start_simpleproxy(config)
         procs.append(sp)
+        answering = workdir / "answering.yaml"
+        answering_config(answering, args.threads)
+        own, targets[ANSWERING] = start_simpleproxy(answering)
+        procs.append(own)
         if not args.skip_nginx and (ng := start_nginx(workdir, backend_port)):
             procs.append(ng[0])
             targets["nginx proxy"] = ng[1]
@@ -250,12 +274,15 @@ def main() -> int:
         # interleave the targets so that a noisy neighbour hits all of them alike.
         runs = [("/bench/1k", c) for c in args.connections] + [("/bench/10m", 16)]
         samples: dict[tuple[str, str, int], list[dict[str, float]]] = {}
+        def measured(path: str) -> dict[str, int]:  # the answering row serves 1 KiB only
+            return {name: port for name, port in targets.items() if name != ANSWERING or path == "/bench/1k"}
+
         for path, conns in runs:
-            for port in targets.values():
+            for port in measured(path).values():
                 wrk(port, path, conns, 1.0)  # warm-up: pools, caches
         for _ in range(args.rounds):
             for path, conns in runs:
-                for name, port in targets.items():
+                for name, port in measured(path).items():
                     samples.setdefault((name, path, conns), []).append(wrk(port, path, conns, args.duration))
         results = {key: _median(runs_) for key, runs_ in samples.items()}
 
@@ -269,7 +296,7 @@ def main() -> int:
             key = "mibs" if path.endswith("10m") else "rps"
             print(f"\nGET {path}, {conns} connections, keep-alive")
             print(f"  {'target':26} {unit:>10} {'range':>17} {'p50 ms':>8} {'p99 ms':>8} {'/ceiling':>9} {'/werkzeug':>10}")
-            for name in targets:
+            for name in measured(path):
                 r = results[(name, path, conns)]
                 values = [s[key] for s in samples[(name, path, conns)]]
                 spread = f"{min(values):.0f}-{max(values):.0f}"
@@ -278,6 +305,12 @@ def main() -> int:
                     f"{_ratio(samples, name, 'waitress hello-world', path, conns, key):9.2f} "
                     f"{_ratio(samples, name, 'werkzeug ProxyMiddleware', path, conns, key):10.2f} {r['errors']}"
                 )
+
+        print(f"\n'{ANSWERING}': simpleproxy's own front end (its parser and response writer) answering"
+              "\nfrom memory, as the hello-world does on stock waitress; simpleproxy / it = the proxy's share.")
+        for path, conns in runs[:-1]:
+            share = _ratio(samples, "simpleproxy", ANSWERING, path, conns, "rps")
+            print(f"  {conns} connections: simpleproxy at {share:.2f} of it")
 
         total, seconds = stream_once(targets["simpleproxy"], "/bench/300m")
         print(
