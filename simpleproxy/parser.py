@@ -35,9 +35,10 @@ from waitress.utilities import BadRequest as BadRequestError
 _REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ [^ \r\n]+ HTTP/1\.[01](?:\r\n|\Z)")
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 
-# The common shape (module docstring), up to the blank line that waitress leaves on the head. Field lines: a token without "_" (waitress drops such
-# fields), a colon, a value of visible characters, spaces and tabs (RFC 9110 section 5.5).
-# The target's first character cannot be a second "/" (waitress reads "//x" apart).
+# The common shape (module docstring), up to the blank line waitress leaves on the head. Field
+# lines: a token without "_" (waitress drops such fields), a colon, a value of visible characters,
+# spaces and tabs (RFC 9110 section 5.5). The target's second character cannot be a "/" (waitress
+# reads "//x" apart).
 _FIELD_LINE = rb"\r\n[!#$%&'*+.^`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*"
 _COMMON_HEAD = re.compile(
     rb"([!#$%&'*+.^_`|~0-9A-Z-]+) (/(?:[\x21-\x2e\x30-\x7e][\x21-\x7e]*)?) HTTP/1\.([01])((?:" + _FIELD_LINE + rb")*)\r\n\r\n"
