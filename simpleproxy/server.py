@@ -2,8 +2,9 @@
 
 waitress is the front end the design card names; a few of its defaults are
 wrong for a proxy and are set here from the ``server:`` section (see
-:class:`simpleproxy.config.ServerSettings`). Its channels parse request heads
-with :class:`simpleproxy.parser.StrictRequestParser`, which refuses ambiguous
+:class:`simpleproxy.config.ServerSettings`). Its channels
+(:class:`simpleproxy.channel.ProxyChannel`) parse request heads with
+:class:`simpleproxy.parser.StrictRequestParser`, which refuses ambiguous
 framing before any application code runs.
 """
 
@@ -23,21 +24,15 @@ from waitress.server import BaseWSGIServer, create_server
 from waitress import wasyncore
 
 from .app import ProxyApp
+from .channel import ProxyChannel
 from .config import Config, load_config
 from .errors import ConfigError
 from .listeners import bind_all
-from .parser import StrictRequestParser
 from .security.floods import Shedder, guarded_channel_class, install_head_deadline
 from .tls.front import HTTPSFront, tls_channel_class
-from .tunnels.takeover import UpgradeTask
 from .upstream.forward import UpstreamBodyAborted
 
 log = logging.getLogger("simpleproxy")
-
-
-class StrictChannel(HTTPChannel):
-    parser_class = StrictRequestParser
-    task_class = UpgradeTask
 
 
 class _QuietAbort(logging.Filter):
@@ -127,7 +122,7 @@ class ProxyServer:
         self._map: dict = getattr(self._server, "map", None) or self._server._map
         self.servers = [o for o in self._map.values() if isinstance(o, BaseWSGIServer)]
         settings = config.server
-        channel_class = guarded_channel_class(StrictChannel, settings.max_connections_per_client)
+        channel_class = guarded_channel_class(ProxyChannel, settings.max_connections_per_client)
         self.shedder = Shedder(settings.max_queue) if settings.max_queue else None
         for server in self.servers:
             server.channel_class = channel_class

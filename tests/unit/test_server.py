@@ -8,7 +8,8 @@ import pytest
 from waitress.adjustments import Adjustments
 
 from simpleproxy.config import config_from_dict
-from simpleproxy.server import StrictRequestParser, waitress_settings
+from simpleproxy.parser import StrictRequestParser
+from simpleproxy.server import waitress_settings
 
 
 def parse(raw: bytes) -> StrictRequestParser:
@@ -59,7 +60,7 @@ def test_settings_handed_to_waitress(monkeypatch) -> None:
 def test_bare_lf_in_the_head_is_found_however_the_bytes_are_split(message, refused) -> None:
     from waitress.adjustments import Adjustments
 
-    from simpleproxy.server import StrictRequestParser
+    from simpleproxy.parser import StrictRequestParser
 
     for step in range(1, len(message) + 1):  # every way a client or the network may cut the bytes
         parser = StrictRequestParser(Adjustments())
