@@ -152,8 +152,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def serve(config: Config, what: str, path: str | None = None) -> int:
     """Run a proxy for ``config`` in this thread until Ctrl-C or SIGTERM; SIGHUP reloads ``path``."""
+    from .affinity import bind_process
     from .server import ProxyServer, install_reload_signal, install_stop_signals
 
+    try:  # before ProxyServer starts its threads, so that they inherit the binding
+        binding = bind_process(config.server.cpu_affinity)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     try:
         server = ProxyServer(config, config_path=path)
     except OSError as exc:
@@ -167,6 +173,7 @@ def serve(config: Config, what: str, path: str | None = None) -> int:
         for host, port in addresses:
             shown = f"[{host}]" if ":" in host else host
             log.info("simpleproxy %s listening on %s://%s:%d (%s)", __version__, scheme, shown, port, what)
+    (log.warning if binding.failed else log.info)("%s", binding.describe())
     try:
         server.serve_forever()
     except KeyboardInterrupt:  # pragma: no cover - waitress catches it first

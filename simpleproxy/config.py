@@ -282,6 +282,9 @@ class ServerSettings:
     #: output buffered per connection before the app thread waits for the client;
     #: keeps memory flat under many slow readers (waitress: 16 MiB).
     outbuf_high_watermark: int = 1024**2
+    #: ``auto`` (the last CPU this process may use), ``none``, or a CPU number: the CPU that
+    #: ``simpleproxy run`` binds its process to (see affinity.py for why one CPU)
+    cpu_affinity: str | int = "auto"
 
 
 @dataclass(frozen=True)

@@ -134,9 +134,19 @@ def _read_server(s: Section) -> ServerSettings:
         drain_time=s.get("drain_time", parse_duration, d.drain_time),
         watch_config=s.get("watch_config", to_bool, d.watch_config),
         max_tunnels=s.get("max_tunnels", int_between(0, 1_000_000), d.max_tunnels),
+        cpu_affinity=s.get("cpu_affinity", _cpu_affinity, d.cpu_affinity),
     )
     s.done()
     return settings
+
+
+def _cpu_affinity(value: object) -> str | int:
+    """``auto``, ``none`` (YAML's ``false``/``off`` too) or a CPU number."""
+    if value is False or value == "none":
+        return "none"
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 4096):
+        return value  # type: ignore[return-value]
+    raise ValueError(f"expected auto, none or a CPU number (0, 1, ...), got {value!r}")
 
 
 def _read_headers(s: Section) -> HeaderSettings:

@@ -31,7 +31,8 @@ POSIX_MODULES = {"fcntl", "resource", "pwd", "grp", "termios", "tty", "pty", "po
 REMOVED_MODULES = POSIX_MODULES - {"posix"}
 POSIX_ATTRIBUTES = {
     "os": {"fork", "forkpty", "register_at_fork", "getuid", "geteuid", "getgid", "getegid", "setsid", "killpg",
-           "getpgid", "setuid", "setgid", "chown", "wait3", "wait4", "sysconf", "getloadavg", "nice"},
+           "getpgid", "setuid", "setgid", "chown", "wait3", "wait4", "sysconf", "getloadavg", "nice",
+           "sched_setaffinity", "sched_getaffinity"},
     "signal": {"SIGHUP", "SIGUSR1", "SIGUSR2", "SIGQUIT", "SIGCHLD", "SIGALRM", "SIGPIPE", "SIGKILL", "alarm",
                "setitimer", "pthread_kill", "pthread_sigmask", "sigwait"},
     "select": {"poll", "epoll", "kqueue"},
