@@ -3,6 +3,7 @@
 GET .../1k    1 KiB body
 GET .../10m   10 MiB body
 GET .../300m  300 MiB body, streamed in 1 MiB writes with flow control
+GET .../50ms  1 KiB body after 50 ms (any number of milliseconds): a backend that does some work
 
 Only the last path segment counts, so every proxy can be measured on /bench/...
 
@@ -61,12 +62,24 @@ class Backend(asyncio.Protocol):
                     # Close first, so TIME_WAIT stays here rather than using up the client's ports.
                     self.transport.close()  # type: ignore[attr-defined]
                     return
+            elif path.endswith(b"ms") and path[:-2].isdigit():
+                # Answers in order on one connection (HTTP/1.1 has no other way), each after the delay.
+                self.busy = True
+                asyncio.ensure_future(self._later(int(path[:-2]) / 1000))
+                return
             elif path in SIZES:
                 self.busy = True
                 asyncio.ensure_future(self._stream(SIZES[path]))
                 return
             else:
                 self.transport.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")  # type: ignore[attr-defined]
+
+    async def _later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if not self.transport.is_closing():  # type: ignore[attr-defined]
+            self.transport.write(_SMALL[b"1k"])  # type: ignore[attr-defined]
+        self.busy = False
+        self._serve()
 
     async def _stream(self, size: int) -> None:
         self.transport.write(_head(size))  # type: ignore[attr-defined]

@@ -5,8 +5,8 @@
 1. Cache-hit throughput against the waitress hello-world (the ceiling of this
    design: the same server answering from memory) and nginx's proxy_cache
    where installed; 1 KiB responses, wrk, keep-alive, rounds interleaved,
-   ratios the median of each round's own ratio. Servers on CPU 0, wrk and the
-   backend on CPU 1.
+   ratios the median of each round's own ratio. Nothing pinned (simpleproxy
+   binds itself to one CPU); ``--pin``: servers on CPU 0, wrk and the backend on CPU 1.
 2. Memory under churn: ``--keys`` distinct URLs pushed through one route's
    cache filter (in-process, a scripted origin, no sockets) with a 32 MiB
    budget; the process's RSS against that budget, and the store's per-entry
@@ -84,7 +84,7 @@ def hit_throughput(args: argparse.Namespace, workdir: Path) -> None:
                 for name, port in targets.items():
                     samples.setdefault((name, conns), []).append(bench.wrk(port, "/bench/1k", conns, args.duration))
         print(f"\n1. Cache hits, GET 1 KiB, medians of {args.rounds} rounds of {args.duration:g}s "
-              f"({args.threads} waitress threads; servers CPU 0, wrk CPU 1)")
+              f"({args.threads} waitress threads; {bench.pinning_note()})")
         for conns in args.connections:
             print(f"  {conns} connections")
             print(f"    {'target':30} {'req/s':>9} {'range':>13} {'p99 ms':>8} {'/ceiling':>9}")
@@ -270,7 +270,9 @@ def main() -> int:
     parser.add_argument("--keys", type=int, default=1_000_000)
     parser.add_argument("--skip-nginx", action="store_true")
     parser.add_argument("--only", choices=("hits", "memory", "collapse"))
+    bench.add_pin_option(parser)
     args = parser.parse_args()
+    bench.use_pinning(args.pin)
     workdir = Path(tempfile.mkdtemp(prefix="simpleproxy-cache-bench-"))
     try:
         if args.only in (None, "hits"):

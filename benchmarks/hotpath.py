@@ -1,12 +1,13 @@
 """The proxy's own CPU per ordinary request, in one process, against another build of it.
 
-    python benchmarks/hotpath.py [--requests 20000] [--rounds 7] [--compare REV]
+    python benchmarks/hotpath.py [--requests 20000] [--rounds 7] [--compare REV] [--pin]
 
 Each request goes through the code a request meets in ``simpleproxy run``, minus
 waitress's event loop and the client: the strict parser reads a 1 KiB-response
 GET's head, the channel's task class builds the environ, and the app routes it
 and forwards it over a pooled keep-alive connection to a backend in another
-process (pinned to the other CPU), whose answer it reads and relays. The figure
+process, whose answer it reads and relays (``--pin``: this process on CPU 0, the
+backend on CPU 1; one thread here, so unpinned rounds differ little). The figure
 is this process's CPU time per request (best and median of interleaved rounds,
 each in a fresh interpreter), so it leaves out what neighbours on a shared VM
 steal: a change of a few hundred nanoseconds shows, which whole-server throughput
@@ -102,11 +103,11 @@ def one_round(port: int, requests: int) -> float:
     return spent / requests * 1e6
 
 
-def run_rounds(source: Path, port: int, requests: int) -> float:
-    """One round in a fresh interpreter importing simpleproxy from ``source``, pinned to CPU 0."""
+def run_rounds(source: Path, port: int, requests: int, pin: bool) -> float:
+    """One round in a fresh interpreter importing simpleproxy from ``source`` (on CPU 0 with ``pin``)."""
     env = dict(os.environ, PYTHONPATH=str(source))
     command = [sys.executable, str(Path(__file__).resolve()), "--one-round", str(port), "--requests", str(requests)]
-    if hasattr(os, "sched_setaffinity"):
+    if pin and hasattr(os, "sched_setaffinity"):
         command = ["taskset", "-c", "0", *command]
     out = subprocess.run(command, env=env, capture_output=True, text=True, check=True, cwd=tempfile.gettempdir())
     return float(json.loads(out.stdout)["us"])
@@ -117,13 +118,14 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--compare", metavar="REV", help="also measure this git revision, interleaved")
+    parser.add_argument("--pin", action="store_true", help="this process on CPU 0, the backend on CPU 1")
     parser.add_argument("--one-round", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one_round:
         print(json.dumps({"us": one_round(args.one_round, args.requests)}))
         return 0
 
-    pin = ["taskset", "-c", "1"] if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1 else []
+    pin = ["taskset", "-c", "1"] if args.pin and hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1 else []
     backend = subprocess.Popen([*pin, sys.executable, "-c", BACKEND], stdout=subprocess.PIPE, text=True)
     worktree = None
     try:
@@ -138,7 +140,7 @@ def main() -> int:
         results: dict[str, list[float]] = {name: [] for name in builds}
         for _ in range(args.rounds):
             for name, source in builds.items():  # alternating, so drifts hit both alike
-                results[name].append(run_rounds(source, port, args.requests))
+                results[name].append(run_rounds(source, port, args.requests, args.pin))
         print(f"CPU per request (parser + environ + app + upstream exchange), {args.requests} requests x "
               f"{args.rounds} rounds")
         for name, values in results.items():

@@ -1,11 +1,16 @@
 """Throughput and latency of simpleproxy against its references, in one run, on loopback.
 
-    python benchmarks/run.py [--duration 5] [--connections 16 64] [--skip-nginx]
+    python benchmarks/run.py [--duration 4] [--connections 8 32] [--pin] [--compare REV] [--skip-nginx]
+    python benchmarks/run.py --delay 50 [--connections 200] [--threads 16 64 256]
 
 Needs ``wrk`` (``apt-get install wrk``); nginx is measured where installed.
-Servers are pinned to CPU 0, wrk and the backend to CPU 1 (``taskset``), the
-layout the issue's targets assume. Every target serves the same bodies from
-the same asyncio backend (benchmarks/backend.py), except the waitress
+Nothing is pinned by default: every server runs as a user runs it, so
+simpleproxy binds itself to one CPU (``server.cpu_affinity: auto``) and the
+references float. ``simpleproxy, taskset`` is the same proxy started under
+``taskset -c 0``, its pinned throughput in the same run. ``--pin`` puts every
+server on CPU 0 and wrk and the backend on CPU 1, the layout older figures
+used, for resolving small differences. Every target serves the same bodies
+from the same asyncio backend (benchmarks/backend.py), except the waitress
 hello-world, which answers from memory and is the ceiling of this design:
 same server, same settings, no upstream. simpleproxy replaces waitress's
 request parser and response-head writer with faster equivalents, so a second
@@ -13,8 +18,16 @@ simpleproxy answering 1 KiB from memory (a ``respond`` route) is measured too:
 the ceiling of simpleproxy's own front end, against which the proxying alone
 is judged. Each measurement runs for a bounded time and only against 127.0.0.1.
 
-Prints a table with ratios to the hello-world ceiling and to werkzeug's
-ProxyMiddleware, then the 300 MiB streaming check (the proxy's peak RSS).
+Prints a table with ratios to the hello-world ceiling, to werkzeug's
+ProxyMiddleware and to simpleproxy's own pinned figure; where each of the
+proxy's threads spends its CPU under load (the waitress loop thread's share,
+CPU per request, and ``futex`` calls per request where ``perf`` can count
+them); then the 300 MiB streaming check (the proxy's peak RSS). ``--compare
+REV`` measures a git revision of simpleproxy beside the working tree.
+
+``--delay MS`` measures instead a backend that answers after MS milliseconds,
+through simpleproxy at each ``--threads`` count: throughput against the
+thread bound (threads / latency), p99 and peak RSS.
 """
 
 from __future__ import annotations
@@ -29,6 +42,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -37,8 +51,35 @@ MIB = 1024 * 1024
 ANSWERING = "simpleproxy from memory"
 
 
+#: --pin: servers on CPU 0, load generators and backends on CPU 1 (off: as users run them)
+PIN = False
+
+
+def add_pin_option(parser: argparse.ArgumentParser) -> None:
+    """The --pin option every benchmark script shares."""
+    parser.add_argument(
+        "--pin", action="store_true",
+        help="pin servers to CPU 0 and wrk and backends to CPU 1 (default: nothing pinned, as users run it)",
+    )
+
+
+def use_pinning(on: bool) -> None:
+    global PIN
+    PIN = on
+
+
+def taskset(cpu: int, cmd: list[str]) -> list[str]:
+    """``cmd`` under ``taskset -c cpu``, where there is a second CPU to keep free."""
+    return ["taskset", "-c", str(cpu), *cmd] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else cmd
+
+
 def pinned(cpu: int, cmd: list[str]) -> list[str]:
-    return ["taskset", "-c", str(cpu), *cmd] if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1 else cmd  # type: ignore[operator]
+    """``cmd`` on ``cpu`` with --pin, else as it is."""
+    return taskset(cpu, cmd) if PIN else cmd
+
+
+def pinning_note() -> str:
+    return "servers on CPU 0, wrk and backend on CPU 1 (--pin)" if PIN else "nothing pinned (simpleproxy binds itself to one CPU)"
 
 
 def start(cmd: list[str], cpu: int, env: dict | None = None) -> tuple[subprocess.Popen, int]:
@@ -126,7 +167,7 @@ def _ratio(samples: dict, name: str, reference: str, path: str, conns: int, key:
     return ratios[len(ratios) // 2]
 
 
-def simpleproxy_config(path: Path, backend_port: int, log_path: Path, threads: int) -> None:
+def simpleproxy_config(path: Path, backend_port: int, log_path: Path | str, threads: int) -> None:
     path.write_text(
         f"""listen:
   http: 127.0.0.1:{{port}}
@@ -161,12 +202,14 @@ log:
     )
 
 
-def start_simpleproxy(config: Path) -> tuple[subprocess.Popen, int]:
+def start_simpleproxy(config: Path, source: Path = ROOT, on_cpu: int | None = None) -> tuple[subprocess.Popen, int]:
+    """``simpleproxy run`` from ``source`` (a checkout), on CPU 0 with --pin or on ``on_cpu`` if given."""
     port = int(re.search(r"127\.0\.0\.1:(\d+)", config.read_text()).group(1))  # type: ignore[union-attr]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(source))
+    cmd = [PY, "-m", "simpleproxy", "run", "--config", str(config)]
     proc = subprocess.Popen(
-        pinned(0, [PY, "-m", "simpleproxy", "run", "--config", str(config)]),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        taskset(on_cpu, cmd) if on_cpu is not None else pinned(0, cmd),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=tempfile.gettempdir(),
     )
     wait_port(port)
     return proc, port
@@ -211,6 +254,58 @@ http {{
     return proc, port
 
 
+def thread_cpu(pid: int) -> dict[int, float]:
+    """Seconds of CPU each thread of ``pid`` has used (Linux /proc; nanoseconds from schedstat where kept)."""
+    times = {}
+    tasks = Path(f"/proc/{pid}/task")
+    for task in tasks.iterdir() if tasks.is_dir() else ():
+        try:
+            times[int(task.name)] = int((task / "schedstat").read_text().split()[0]) / 1e9
+        except (OSError, ValueError, IndexError):
+            try:
+                fields = (task / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            times[int(task.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return times
+
+
+def _perf_counts(pid: int, seconds: float) -> subprocess.Popen | None:
+    """``perf stat`` counting futex and poll calls of ``pid`` for ``seconds``; None without perf."""
+    if not shutil.which("perf"):
+        return None
+    events = "syscalls:sys_enter_futex,syscalls:sys_enter_poll,context-switches"
+    return subprocess.Popen(["perf", "stat", "-x", ",", "-e", events, "-p", str(pid), "--", "sleep", f"{seconds:g}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def thread_profile(pid: int, port: int, path: str, connections: int, duration: float) -> dict[str, Any]:
+    """Where the proxy's CPU goes while wrk loads it: the loop thread (the main thread of
+    ``simpleproxy run``) and the rest, per request and as a share of a CPU; system calls per
+    request where perf can count them."""
+    before = thread_cpu(pid)
+    perf = _perf_counts(pid, duration)
+    started = time.perf_counter()
+    result = wrk(port, path, connections, duration)
+    elapsed = time.perf_counter() - started
+    after = thread_cpu(pid)
+    requests = result["rps"] * elapsed
+    loop = after.get(pid, 0.0) - before.get(pid, 0.0)
+    total = sum(after.values()) - sum(before.values())
+    profile: dict[str, Any] = {
+        "rps": result["rps"], "loop_share": loop / elapsed, "total_share": total / elapsed,
+        "loop_us": loop / requests * 1e6, "total_us": total / requests * 1e6,
+    }
+    if perf is not None:
+        _, err = perf.communicate(timeout=duration + 30)
+        for line in err.splitlines():
+            fields = line.split(",")
+            if len(fields) > 2 and fields[0].strip().isdigit():
+                name = fields[2].rpartition(":sys_enter_")[2] or fields[2]
+                profile[name] = int(fields[0]) / requests
+    return profile
+
+
 def peak_rss_mib(pid: int) -> float:
     status = Path(f"/proc/{pid}/status")
     if not status.exists():
@@ -230,95 +325,185 @@ def stream_once(port: int, path: str) -> tuple[int, float]:
     return total, time.perf_counter() - started
 
 
+def _table(samples: dict, runs: list[tuple[str, int]], names: list[str], references: dict[str, str]) -> None:
+    """One block per run; a column per reference (target name -> column title), each the median round ratio."""
+    for path, conns in runs:
+        unit = "MiB/s" if path.endswith("10m") else "req/s"
+        key = "mibs" if path.endswith("10m") else "rps"
+        print(f"\nGET {path}, {conns} connections, keep-alive")
+        print(f"  {'target':30} {unit:>9} {'range':>13} {'p50 ms':>7} {'p99 ms':>8}" + "".join(f" {'/' + r:>10}" for r in references.values()))
+        for name in names:
+            if (name, path, conns) not in samples:
+                continue
+            values = [s[key] for s in samples[(name, path, conns)]]
+            r = _median(samples[(name, path, conns)])
+            ratios = "".join(
+                f" {_ratio(samples, name, ref, path, conns, key):10.2f}" if (ref, path, conns) in samples else f" {'-':>10}"
+                for ref in references
+            )
+            print(f"  {name:30} {r[key]:9.0f} {f'{min(values):.0f}-{max(values):.0f}':>13} {r['p50'] * 1e3:7.2f} "
+                  f"{r['p99'] * 1e3:8.2f}{ratios} {r['errors']}")
+
+
+def _measure(targets: dict[str, int], runs: list[tuple[str, int]], rounds: int, duration: float,
+             serves: Any = lambda name, path: True) -> dict:
+    """Every target on every run, rounds interleaved so that a noisy neighbour hits all alike."""
+    for path, conns in runs:
+        for name, port in targets.items():
+            if serves(name, path):
+                wrk(port, path, conns, 1.0)  # warm-up: pools, caches, threads
+    samples: dict[tuple[str, str, int], list[dict[str, float]]] = {}
+    for _ in range(rounds):
+        for path, conns in runs:
+            for name, port in targets.items():
+                if serves(name, path):
+                    samples.setdefault((name, path, conns), []).append(wrk(port, path, conns, duration))
+    return samples
+
+
+def _worktree(rev: str, workdir: Path) -> Path:
+    tree = workdir / "compare"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev], check=True, capture_output=True)
+    return tree
+
+
+def _print_profiles(profiles: dict[str, dict[str, Any]], conns: int) -> None:
+    print(f"\nWhere the proxy's CPU goes, {conns} connections, 1 KiB GETs (loop: waitress's loop thread)")
+    print(f"  {'target':30} {'req/s':>7} {'loop %CPU':>10} {'all %CPU':>9} {'loop us/req':>12} {'all us/req':>11}"
+          f" {'futex/req':>10} {'poll/req':>9} {'cswch/req':>10}")
+    for name, p in profiles.items():
+        extra = "".join(f" {p[k]:{w}.1f}" if k in p else f" {'-':>{w}}" for k, w in
+                        (("futex", 10), ("poll", 9), ("context-switches", 10)))
+        print(f"  {name:30} {p['rps']:7.0f} {p['loop_share'] * 100:10.0f} {p['total_share'] * 100:9.0f} "
+              f"{p['loop_us']:12.1f} {p['total_us']:11.1f}{extra}")
+
+
+def fast_backend(args: argparse.Namespace, workdir: Path, procs: list[subprocess.Popen]) -> None:
+    backend, backend_port = start([PY, str(HERE / "backend.py")], cpu=1)
+    procs.append(backend)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    threads = args.threads[0]
+    targets: dict[str, int] = {"backend direct": backend_port}
+    hello, targets["waitress hello-world"] = start([PY, str(HERE / "refs.py"), "hello", str(threads)], cpu=0, env=env)
+    werk, targets["werkzeug ProxyMiddleware"] = start(
+        [PY, str(HERE / "refs.py"), "werkzeug", str(threads), f"http://127.0.0.1:{backend_port}"], cpu=0, env=env
+    )
+    procs += [hello, werk]
+    pids = {}
+    config = workdir / "simpleproxy.yaml"
+    simpleproxy_config(config, backend_port, "off" if args.no_log else workdir / "access.log", threads)
+    sp, targets["simpleproxy"] = start_simpleproxy(config)
+    procs.append(sp)
+    pids["simpleproxy"] = sp.pid
+    if not PIN:
+        pinned_config = workdir / "pinned.yaml"
+        simpleproxy_config(pinned_config, backend_port, "off" if args.no_log else workdir / "pinned.log", threads)
+        sp_pinned, targets["simpleproxy, taskset"] = start_simpleproxy(pinned_config, on_cpu=0)
+        procs.append(sp_pinned)
+        pids["simpleproxy, taskset"] = sp_pinned.pid
+    if args.compare:
+        old_config = workdir / "compare.yaml"
+        simpleproxy_config(old_config, backend_port, "off" if args.no_log else workdir / "compare.log", threads)
+        old, targets[f"simpleproxy {args.compare}"] = start_simpleproxy(old_config, source=_worktree(args.compare, workdir))
+        procs.append(old)
+        pids[f"simpleproxy {args.compare}"] = old.pid
+    answering = workdir / "answering.yaml"
+    answering_config(answering, threads)
+    own, targets[ANSWERING] = start_simpleproxy(answering)
+    procs.append(own)
+    if not args.skip_nginx and (ng := start_nginx(workdir, backend_port)):
+        procs.append(ng[0])
+        targets["nginx proxy"] = ng[1]
+
+    runs = [("/bench/1k", c) for c in args.connections] + [("/bench/10m", 16)]
+    samples = _measure(targets, runs, args.rounds, args.duration,
+                       lambda name, path: name != ANSWERING or path == "/bench/1k")  # it serves 1 KiB only
+    print(
+        f"\nsimpleproxy benchmark: medians of {args.rounds} rounds of {args.duration:g}s, loopback, "
+        f"{pinning_note()}, {threads} waitress threads each, access log {'off' if args.no_log else 'to a file'}"
+    )
+    print("ratios: the median over rounds of each round's own ratio (targets measured back to back)")
+    references = {"waitress hello-world": "hello", "werkzeug ProxyMiddleware": "werkzeug"}
+    if not PIN:
+        references["simpleproxy, taskset"] = "pinned"
+    _table(samples, runs, list(targets), references)
+
+    print(f"\n'{ANSWERING}': simpleproxy's own front end (its parser and response writer) answering"
+          "\nfrom memory, as the hello-world does on stock waitress; simpleproxy / it = the proxy's share.")
+    for path, conns in runs[:-1]:
+        share = _ratio(samples, "simpleproxy", ANSWERING, path, conns, "rps")
+        print(f"  {conns} connections: simpleproxy at {share:.2f} of it")
+
+    if Path(f"/proc/{sp.pid}/task").is_dir():
+        for conns in args.connections:
+            _print_profiles({name: thread_profile(pid, targets[name], "/bench/1k", conns, args.duration)
+                             for name, pid in pids.items()}, conns)
+
+    total, seconds = stream_once(targets["simpleproxy"], "/bench/300m")
+    print(
+        f"\n300 MiB through simpleproxy: {total / MIB:.0f} MiB received in {seconds:.2f}s "
+        f"({total / MIB / seconds:.0f} MiB/s); proxy peak RSS {peak_rss_mib(sp.pid):.1f} MiB"
+    )
+
+
+def slow_backend(args: argparse.Namespace, workdir: Path, procs: list[subprocess.Popen]) -> None:
+    """simpleproxy at each thread count in front of a backend that takes ``--delay`` ms."""
+    backend, backend_port = start([PY, str(HERE / "backend.py")], cpu=1)
+    procs.append(backend)
+    targets: dict[str, int] = {}
+    pids: dict[str, int] = {}
+    for threads in args.threads:
+        config = workdir / f"threads{threads}.yaml"
+        simpleproxy_config(config, backend_port, "off" if args.no_log else workdir / f"threads{threads}.log", threads)
+        proc, targets[f"simpleproxy, {threads} threads"] = start_simpleproxy(config)
+        procs.append(proc)
+        pids[f"simpleproxy, {threads} threads"] = proc.pid
+    path = f"/bench/{args.delay}ms"
+    runs = [(path, c) for c in args.connections]
+    samples = _measure(targets, runs, args.rounds, args.duration)
+    print(f"\nA backend answering in {args.delay} ms: medians of {args.rounds} rounds of {args.duration:g}s, "
+          f"{pinning_note()}")
+    for _, conns in runs:
+        print(f"\nGET {path}, {conns} connections, keep-alive")
+        print(f"  {'target':30} {'req/s':>8} {'bound':>7} {'/bound':>7} {'p50 ms':>7} {'p99 ms':>8} {'peak RSS MiB':>13}")
+        for name, threads in zip(targets, args.threads):
+            r = _median(samples[(name, path, conns)])
+            bound = min(threads, conns) * 1000 / args.delay
+            print(f"  {name:30} {r['rps']:8.0f} {bound:7.0f} {r['rps'] / bound:7.2f} {r['p50'] * 1e3:7.1f} "
+                  f"{r['p99'] * 1e3:8.1f} {peak_rss_mib(pids[name]):13.1f} {r['errors']}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per measurement (default 4)")
-    parser.add_argument("--connections", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--connections", type=int, nargs="+", help="default: 8 32; with --delay, 200")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; medians are reported (default 5)")
     parser.add_argument(
-        "--threads", type=int, default=8,
-        help="waitress threads for every waitress-served target (default 8: measured best on 2 cores "
-        "with this fast backend; simpleproxy's own default is 16, for slower backends)",
+        "--threads", type=int, nargs="+",
+        help="waitress threads (default 8 for every waitress-served target: measured best on 2 cores "
+        "with this fast backend; with --delay, simpleproxy at 16 64 256)",
     )
+    parser.add_argument("--delay", type=int, metavar="MS", help="measure a backend answering in MS milliseconds instead")
+    parser.add_argument("--compare", metavar="REV", help="also measure simpleproxy at this git revision")
+    parser.add_argument("--no-log", action="store_true", help="simpleproxy's access log off (default: to a file)")
     parser.add_argument("--skip-nginx", action="store_true")
+    add_pin_option(parser)
     args = parser.parse_args()
+    use_pinning(args.pin)
+    args.connections = args.connections or ([200] if args.delay else [8, 32])
+    args.threads = args.threads or ([16, 64, 256] if args.delay else [8])
     if not shutil.which("wrk"):
         print("wrk is needed: apt-get install wrk", file=sys.stderr)
         return 2
-
     procs: list[subprocess.Popen] = []
     workdir = Path(tempfile.mkdtemp(prefix="simpleproxy-bench-"))
     try:
-        backend, backend_port = start([PY, str(HERE / "backend.py")], cpu=1)
-        procs.append(backend)
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        targets: dict[str, int] = {"backend direct": backend_port}
-        hello, targets["waitress hello-world"] = start([PY, str(HERE / "refs.py"), "hello", str(args.threads)], cpu=0, env=env)
-        werk, targets["werkzeug ProxyMiddleware"] = start(
-            [PY, str(HERE / "refs.py"), "werkzeug", str(args.threads), f"http://127.0.0.1:{backend_port}"], cpu=0, env=env
-        )
-        procs += [hello, werk]
-        config = workdir / "simpleproxy.yaml"
-        simpleproxy_config(config, backend_port, workdir / "access.log", args.threads)
-        sp, targets["simpleproxy"] = start_simpleproxy(config)
-        procs.append(sp)
-        answering = workdir / "answering.yaml"
-        answering_config(answering, args.threads)
-        own, targets[ANSWERING] = start_simpleproxy(answering)
-        procs.append(own)
-        if not args.skip_nginx and (ng := start_nginx(workdir, backend_port)):
-            procs.append(ng[0])
-            targets["nginx proxy"] = ng[1]
-
-        # Servers share CPU 0, so each is measured alone while the others idle. Rounds
-        # interleave the targets so that a noisy neighbour hits all of them alike.
-        runs = [("/bench/1k", c) for c in args.connections] + [("/bench/10m", 16)]
-        samples: dict[tuple[str, str, int], list[dict[str, float]]] = {}
-        def measured(path: str) -> dict[str, int]:  # the answering row serves 1 KiB only
-            return {name: port for name, port in targets.items() if name != ANSWERING or path == "/bench/1k"}
-
-        for path, conns in runs:
-            for port in measured(path).values():
-                wrk(port, path, conns, 1.0)  # warm-up: pools, caches
-        for _ in range(args.rounds):
-            for path, conns in runs:
-                for name, port in measured(path).items():
-                    samples.setdefault((name, path, conns), []).append(wrk(port, path, conns, args.duration))
-        results = {key: _median(runs_) for key, runs_ in samples.items()}
-
-        print(
-            f"\nsimpleproxy benchmark: medians of {args.rounds} rounds of {args.duration:g}s, loopback, "
-            f"servers on CPU 0 ({args.threads} waitress threads each), wrk+backend on CPU 1"
-        )
-        print("ratios: the median over rounds of each round's own ratio (targets measured back to back)")
-        for path, conns in runs:
-            unit = "MiB/s" if path.endswith("10m") else "req/s"
-            key = "mibs" if path.endswith("10m") else "rps"
-            print(f"\nGET {path}, {conns} connections, keep-alive")
-            print(f"  {'target':26} {unit:>10} {'range':>17} {'p50 ms':>8} {'p99 ms':>8} {'/ceiling':>9} {'/werkzeug':>10}")
-            for name in measured(path):
-                r = results[(name, path, conns)]
-                values = [s[key] for s in samples[(name, path, conns)]]
-                spread = f"{min(values):.0f}-{max(values):.0f}"
-                print(
-                    f"  {name:26} {r[key]:10.1f} {spread:>17} {r['p50'] * 1e3:8.2f} {r['p99'] * 1e3:8.2f} "
-                    f"{_ratio(samples, name, 'waitress hello-world', path, conns, key):9.2f} "
-                    f"{_ratio(samples, name, 'werkzeug ProxyMiddleware', path, conns, key):10.2f} {r['errors']}"
-                )
-
-        print(f"\n'{ANSWERING}': simpleproxy's own front end (its parser and response writer) answering"
-              "\nfrom memory, as the hello-world does on stock waitress; simpleproxy / it = the proxy's share.")
-        for path, conns in runs[:-1]:
-            share = _ratio(samples, "simpleproxy", ANSWERING, path, conns, "rps")
-            print(f"  {conns} connections: simpleproxy at {share:.2f} of it")
-
-        total, seconds = stream_once(targets["simpleproxy"], "/bench/300m")
-        print(
-            f"\n300 MiB through simpleproxy: {total / MIB:.0f} MiB received in {seconds:.2f}s "
-            f"({total / MIB / seconds:.0f} MiB/s); proxy peak RSS {peak_rss_mib(sp.pid):.1f} MiB"
-        )
+        (slow_backend if args.delay else fast_backend)(args, workdir, procs)
     finally:
         stop_all(procs)
+        if (workdir / "compare").exists():
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(workdir / "compare")],
+                           capture_output=True)
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

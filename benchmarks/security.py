@@ -12,7 +12,8 @@
 3. Slowloris: 500 connections sending their request head a byte a second for
    ``--slow-seconds`` while one client sends ordinary requests back to back:
    its answers and latency, and how many slow connections the proxy cut.
-Servers on CPU 0, wrk, the load generator and the backend on CPU 1.
+Nothing pinned (simpleproxy binds itself to one CPU); ``--pin``: servers on CPU 0,
+wrk, the load generator and the backend on CPU 1.
 """
 
 from __future__ import annotations
@@ -198,7 +199,9 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--slow-seconds", type=float, default=15.0)
+    bench.add_pin_option(parser)
     args = parser.parse_args()
+    bench.use_pinning(args.pin)
     workdir = Path(tempfile.mkdtemp(prefix="simpleproxy-security-bench-"))
     procs: list[subprocess.Popen] = []
     try:

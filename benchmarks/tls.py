@@ -12,7 +12,8 @@ nginx terminating TLS in front of the same asyncio backend:
 and, for the README's design note, plain HTTP through a byte-for-byte relay
 (benchmarks/relay.py) in front of the same proxy: the least a relay design,
 one that decrypts and then forwards plaintext to waitress over a socket, would add.
-Servers on CPU 0, wrk and the backend on CPU 1, as in benchmarks/run.py. Needs
+Nothing pinned (simpleproxy binds itself to one CPU); ``--pin`` puts the servers on
+CPU 0 and wrk and the backend on CPU 1, as benchmarks/run.py does. Needs
 wrk (built with OpenSSL, as Debian's is) and trustme (``pip install .[test]``).
 """
 
@@ -53,7 +54,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--skip-nginx", action="store_true")
+    bench.add_pin_option(parser)
     args = parser.parse_args()
+    bench.use_pinning(args.pin)
     if not shutil.which("wrk"):
         print("wrk is needed: apt-get install wrk", file=sys.stderr)
         return 2
@@ -109,7 +112,7 @@ def main() -> int:
                     samples.setdefault((name, what), []).append(r["rps"])
                     errors[(name, what)] = errors.get((name, what)) or r["errors"]
         print(f"\nTLS: medians of {args.rounds} rounds of {args.duration:g}s, 16 connections, 1 KiB GETs, "
-              f"servers CPU 0 ({args.threads} waitress threads), wrk + backend CPU 1")
+              f"{bench.pinning_note()}, {args.threads} waitress threads")
         for what, _, close in runs:
             label = "req/s, each on a new connection (handshakes/s)" if close else "req/s, keep-alive"
             print(f"  {what}: {label}")

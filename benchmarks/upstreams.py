@@ -10,8 +10,8 @@
    with passive ejection alone and with active checks alone, while one client
    sends GETs back to back.
 
-Needs wrk for part 1 (``apt-get install wrk``). Servers pinned to CPU 0,
-wrk and backends to CPU 1, as in benchmarks/run.py.
+Needs wrk for part 1 (``apt-get install wrk``). Nothing pinned (simpleproxy
+binds itself to one CPU); ``--pin``: servers on CPU 0, wrk and backends on CPU 1.
 """
 
 from __future__ import annotations
@@ -133,7 +133,9 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=8)
+    bench.add_pin_option(parser)
     args = parser.parse_args()
+    bench.use_pinning(args.pin)
     workdir = Path(tempfile.mkdtemp(prefix="simpleproxy-upstreams-"))
     try:
         if shutil.which("wrk"):

@@ -1,10 +1,14 @@
 """WebSocket echo round trips per second, direct and through the proxy (plain and TLS), in one run.
 
-    python benchmarks/websocket.py [--connections 16] [--seconds 5] [--size 64]
+    python benchmarks/websocket.py [--connections 16] [--seconds 5] [--size 64] [--pin]
 
 Loopback only, bounded: an echo backend (the test suite's stdlib RFC 6455
-server, in its own process) and the load generator share CPU 1, the proxy runs
-on CPU 0, as in benchmarks/run.py. Each connection sends a masked message, waits for its echo,
+server, in its own process) and the load generator share CPU 0 (both are
+Python and threaded: unbound, they would measure their own GIL hand-offs);
+the proxy runs as users run it, binding itself to a CPU by its default
+(``server.cpu_affinity: auto``, the last one). ``--pin`` puts the proxy on
+CPU 0 and the load on CPU 1 instead, as benchmarks/run.py does. Each
+connection sends a masked message, waits for its echo,
 and repeats until the time is up; a second figure is the round-trip latency of a
 single connection (p50/p99). The load generator is Python too, so the direct
 figure is the generator's ceiling as much as the backend's, and a proxy in
@@ -34,8 +38,11 @@ from websocket import BINARY, connect  # noqa: E402  (the tests' helper)
 
 
 def pin(cpu: int, pid: int | None = None) -> None:
+    """Bind a process (this one by default) to ``cpu``; every thread, as taskset does."""
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(pid or 0, {cpu})
+        tasks = Path(f"/proc/{pid or os.getpid()}/task")
+        for tid in [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [pid or 0]:
+            os.sched_setaffinity(tid, {cpu})
 
 
 def load(port: int, connections: int, seconds: float, size: int, context: ssl.SSLContext | None) -> float:
@@ -106,10 +113,12 @@ threading.Event().wait()
 
 PROXY = r"""
 import sys, yaml
+from simpleproxy.affinity import bind_process
 from simpleproxy.config import config_from_dict
 from simpleproxy.server import ProxyServer
-config = yaml.safe_load(sys.argv[1])
-server = ProxyServer(config_from_dict(config))
+config = config_from_dict(yaml.safe_load(sys.argv[1]))
+bind_process(config.server.cpu_affinity)  # as `simpleproxy run` does
+server = ProxyServer(config)
 print(server.addresses[0][1], server.https_addresses[0][1] if server.https_addresses else 0, flush=True)
 server.serve_forever()
 """
@@ -120,12 +129,13 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--pin", action="store_true", help="the proxy on CPU 0, the load and backend on CPU 1")
     args = parser.parse_args()
 
     import trustme
     import yaml
 
-    pin(1)  # the load generator and (in its own process, so that they share no GIL) the echo backend
+    pin(1 if args.pin else 0)  # the load generator and (in its own process, so that they share no GIL) the echo backend
     backend = subprocess.Popen([sys.executable, "-c", BACKEND, str(HERE.parent / "tests" / "integration")],
                                stdout=subprocess.PIPE, text=True)
     assert backend.stdout is not None
@@ -151,7 +161,8 @@ def main() -> int:
     try:
         assert proxy.stdout is not None
         http_port, https_port = map(int, proxy.stdout.readline().split())
-        pin(0, proxy.pid)
+        if args.pin:
+            pin(0, proxy.pid)
         rows = []
         for name, port, context in (("direct", backend_port, None), ("proxy ws://", http_port, None),
                                     ("proxy wss://", https_port, client_context)):
