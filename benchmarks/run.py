@@ -407,6 +407,11 @@ def fast_backend(args: argparse.Namespace, workdir: Path, procs: list[subprocess
         old, targets[f"simpleproxy {args.compare}"] = start_simpleproxy(old_config, source=_worktree(args.compare, workdir))
         procs.append(old)
         pids[f"simpleproxy {args.compare}"] = old.pid
+    for more in args.threads[1:]:  # the same proxy with other thread counts
+        more_config = workdir / f"threads{more}.yaml"
+        simpleproxy_config(more_config, backend_port, "off" if args.no_log else workdir / f"threads{more}.log", more)
+        proc, targets[f"simpleproxy, {more} threads"] = start_simpleproxy(more_config)
+        procs.append(proc)
     answering = workdir / "answering.yaml"
     answering_config(answering, threads)
     own, targets[ANSWERING] = start_simpleproxy(answering)
@@ -480,8 +485,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; medians are reported (default 5)")
     parser.add_argument(
         "--threads", type=int, nargs="+",
-        help="waitress threads (default 8 for every waitress-served target: measured best on 2 cores "
-        "with this fast backend; with --delay, simpleproxy at 16 64 256)",
+        help="waitress threads (default 8 for every waitress-served target; more numbers add simpleproxy "
+        "at those counts; with --delay, simpleproxy at 16 64 256)",
     )
     parser.add_argument("--delay", type=int, metavar="MS", help="measure a backend answering in MS milliseconds instead")
     parser.add_argument("--compare", metavar="REV", help="also measure simpleproxy at this git revision")
