@@ -263,7 +263,9 @@ class RouteConfig:
 class ServerSettings:
     """The waitress front end. Defaults differ from waitress's where a proxy needs it."""
 
-    threads: int = 16  #: concurrent requests in flight (each holds one upstream connection)
+    #: concurrent requests in flight (each holds one upstream connection): 64 pass 1,280 requests/s
+    #: to a backend that takes 50 ms, where 16 capped it at 320 (README, server.threads)
+    threads: int = 64
     connection_limit: int = 1000  #: open client connections (waitress: 100, too few)
     channel_timeout: float = 60.0  #: seconds an idle client connection is kept
     backlog: int = 1024  #: listen(2) queue
