@@ -35,7 +35,7 @@ from ..observe.metrics import route_label
 from ..response import Response, TunnelResponse
 from ..tunnels import Tunnels
 from .http1 import RECV_SIZE, BodyReader, ResponseHead, UpstreamClosed, parse_head, read_head
-from .pool import ServerPool, Upstream
+from .pool import TIMED_OUT, ServerPool, Upstream, set_timeout
 
 log = logging.getLogger("simpleproxy.upstream")
 
@@ -172,10 +172,10 @@ class UpstreamHandler:
             server.discard(conn)
             server.unclaim()
             raise _with_server(UpstreamProtocolError(problem), server)
+        set_timeout(conn, None)  # a tunnel waits as long as its idle timeout says, not the read timeout
         sock, conn.sock = conn.sock, None  # out of urllib3's hands; the pool slot is freed
         server.discard(conn)
         server.unclaim()  # a tunnel is not a request in flight: max_connections stays for requests
-        sock.settimeout(None)
         headers = self.headers.response_headers(response.headers)
         headers += [("Connection", "Upgrade"), ("Upgrade", switched)]
         tunnels, label = self.tunnels, self._label
@@ -227,7 +227,7 @@ class UpstreamHandler:
             if response.length < 0 and _is_event_stream(response.headers):
                 # Server-sent events: long quiet spells are normal; the route's stream timeout
                 # replaces the read timeout, and no total deadline applies.
-                conn.sock.settimeout(self.route.stream_timeout or None)
+                set_timeout(conn, self.route.stream_timeout or None)
             elif self.timeouts.total:
                 body_iter.deadline = (request_started + self.timeouts.total, self.timeouts.read)
             return Response(response.status_line, headers, body_iter, server.name)
@@ -248,9 +248,7 @@ class UpstreamHandler:
         resendable = request.method in IDEMPOTENT and body is not None
         for attempt in (1, 2):
             read = _limit(timeouts.read, deadline)
-            # A resendable request skips urllib3's idle check, but not on its resend: every
-            # idle connection may have been closed by the server (after a quiet spell).
-            conn, reused = server.acquire(timeouts.connect, read, check_idle=not resendable or attempt == 2)
+            conn, reused = server.acquire(timeouts.connect, read)
             try:
                 _send(conn.sock, head, body, request)
                 rest = b""
@@ -266,15 +264,16 @@ class UpstreamHandler:
             except (UpstreamClosed, ConnectionResetError, BrokenPipeError) as exc:
                 server.discard(conn)
                 closed = isinstance(exc, UpstreamClosed)
-                # A reused connection that the server closed while it sat idle: nothing
-                # was processed, so an idempotent request with its body in hand is resent.
+                # A reused connection that the server closed between the pool's check and our
+                # send: nothing was processed, so an idempotent request with its body in hand
+                # is resent.
                 stale = reused and attempt == 1 and not (closed and getattr(exc, "received", False))
                 if stale and resendable:
                     log.debug("retrying on a new connection to %s: stale keep-alive", server.name)
                     continue
                 reason = "upstream closed the connection" if closed else "upstream reset the connection"
                 raise _with_server(UpstreamConnectError(reason), server) from None
-            except socket.timeout:
+            except TIMED_OUT:
                 server.discard(conn)
                 what = "total deadline exceeded" if read < timeouts.read else "read timed out"
                 raise _with_server(UpstreamTimeout(f"upstream {what}"), server) from None
@@ -368,9 +367,9 @@ class StreamingBody:
     def __next__(self) -> bytes:
         try:
             if self.deadline is not None:
-                self.reader.sock.settimeout(_limit(self.deadline[1], self.deadline[0]))
+                set_timeout(self.conn, _limit(self.deadline[1], self.deadline[0]))
             data = self.reader.read()
-        except socket.timeout:
+        except TIMED_OUT:
             self.error = "upstream read timed out mid-body"
         except UpstreamClosed:
             self.error = "upstream closed mid-body"
@@ -391,9 +390,9 @@ class StreamingBody:
     def close(self) -> None:
         conn, self.conn = self.conn, None
         if conn is not None:
-            if self.reader.complete and self.keep_alive:
+            if self.reader.complete and self.keep_alive and not self.reader.buf:
                 self.server.release(conn)
-            else:  # the client left, or the backend broke off: never reuse
+            else:  # the client left, the backend broke off or sent more than the response: never reuse
                 self.server.discard(conn)
             self.server.unclaim()
             if self.sink is not None:

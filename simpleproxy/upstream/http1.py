@@ -189,8 +189,9 @@ class BodyReader:
 
     ``read()`` returns whatever has arrived (up to RECV_SIZE), never waiting
     to fill a buffer, so a slow or streaming response reaches the client as it
-    is produced. ``complete`` tells whether the connection may go back to the
-    pool: only after the body ended exactly where its framing said.
+    is produced. ``complete`` tells that the body ended where its framing
+    said; the connection may go back to the pool only if nothing followed
+    (``buf`` empty): bytes after a response answer no request of ours.
     """
 
     __slots__ = ("sock", "buf", "remaining", "chunked", "complete", "_chunk_left")
@@ -216,8 +217,8 @@ class BodyReader:
             return data
         if not data:
             raise UpstreamClosed(True)
-        if len(data) > self.remaining:
-            raise UpstreamProtocolError("more body than Content-Length")
+        if len(data) > self.remaining:  # the body is whole; what follows is kept aside, unsent
+            data, self.buf = data[: self.remaining], data[self.remaining:]
         self.remaining -= len(data)
         if self.remaining == 0:
             self.complete = True

@@ -2,15 +2,15 @@
 
 Each server gets one urllib3 ``HTTPConnectionPool`` (``HTTPSConnectionPool``
 for https), which owns what urllib3 does well: opening connections with the
-connect timeout, TLS, detecting a connection the server dropped while it sat
-idle, and keeping a bounded LIFO of idle keep-alive connections. The request
-itself is spoken on the connected socket by :mod:`.http1`; this module only
-lends and takes back connections.
+connect timeout, TLS, and keeping a bounded LIFO of idle keep-alive
+connections. The request itself is spoken on the connected socket by
+:mod:`.http1`; this module lends and takes back connections, and checks that
+nothing arrived on an idle one before lending it again (:func:`idle_and_clean`).
 
-urllib3 is asked through ``_get_conn``/``_put_conn``, the two methods its own
-``urlopen`` uses: its only API that hands out a connection without also
-running http.client, which would cost more CPU than the rest of a proxied
-request together.
+urllib3 is asked through ``_new_conn``/``_put_conn`` and its idle queue, what
+its own ``_get_conn`` and ``urlopen`` use: its only API that hands out a
+connection without also running http.client, which would cost more CPU than
+the rest of a proxied request together.
 """
 
 from __future__ import annotations
@@ -20,8 +20,11 @@ import hashlib
 import logging
 import itertools
 import queue
+import select
 import socket
 import ssl
+import struct
+import sys
 import threading
 import time
 from functools import partial
@@ -75,6 +78,81 @@ class IdleConnections:
         return len(self.queue) >= self.maxsize
 
 
+#: what a receive or send on a backend connection raises when its timeout passes: socket.timeout
+#: (Python's timeouts, and Windows' kernel ones), BlockingIOError (EAGAIN: the kernel's, on POSIX)
+TIMED_OUT = (socket.timeout, BlockingIOError)
+
+
+def set_timeout(conn: Any, seconds: float | None) -> None:
+    """How long each receive and each send on ``conn`` may wait (None: for ever).
+
+    On a plain TCP socket the kernel keeps the timeout (SO_RCVTIMEO and
+    SO_SNDTIMEO on a blocking socket): Python's own timeouts put a poll()
+    before every recv() and send(), a system call and a hand-off of the GIL
+    each, twice per proxied request at least. A timeout then raises one of
+    :data:`TIMED_OUT`. TLS sockets, and any platform that refuses the
+    options, keep Python's timeouts. Unchanged settings cost no system call.
+    """
+    sock = conn.sock
+    kept = conn.__dict__.get("_simpleproxy_timeout")
+    if kept is not None and kept[0] is sock and kept[1] == seconds and sock.gettimeout() is None:
+        return  # as set, and nobody (urllib3's health probes) switched it to Python's timeouts
+    if seconds is not None and (isinstance(sock, ssl.SSLSocket) or not _kernel_timeouts(sock, seconds)):
+        conn.__dict__.pop("_simpleproxy_timeout", None)
+        if sock.gettimeout() != seconds:
+            sock.settimeout(seconds)
+        return
+    if sock.gettimeout() is not None:
+        sock.settimeout(None)  # blocking: the kernel's timeouts apply (FIONBIO, once per connection)
+    if seconds is None:
+        _kernel_timeouts(sock, 0.0)  # 0: no timeout
+    conn._simpleproxy_timeout = (sock, seconds)
+
+
+def _kernel_timeouts(sock: socket.socket, seconds: float) -> bool:
+    """Set SO_RCVTIMEO and SO_SNDTIMEO; False where the platform refuses them."""
+    if sys.platform == "win32":
+        value = struct.pack("L", max(1, round(seconds * 1000)) if seconds else 0)  # a DWORD of milliseconds
+    else:
+        whole = int(seconds)
+        value = struct.pack("ll", whole, max(1, round((seconds - whole) * 1e6)) if seconds else 0)  # a timeval
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+    except OSError:
+        return False
+    return True
+
+
+def idle_and_clean(conn: Any, sock: socket.socket) -> bool:
+    """True when nothing arrived on an idle connection: no bytes, no end of file, no error.
+
+    One readiness check that does not wait: poll() with a zero timeout on a
+    poll object kept with the connection (about 0.5 us; urllib3's own check
+    builds one each time), select() where there is no poll() (Windows, where
+    select() has no limit on descriptor numbers). A TLS connection also counts
+    bytes its TLS layer decrypted but nobody read.
+    """
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return False
+    return _nothing_to_read(conn, sock)
+
+
+if hasattr(select, "poll"):
+    _POLLIN = select.POLLIN  # end of file, errors and hang-ups are reported without asking
+
+    def _nothing_to_read(conn: Any, sock: socket.socket) -> bool:
+        kept = conn.__dict__.get("_simpleproxy_poll")
+        if kept is None or kept[0] is not sock:  # a new connection, or one connected again
+            kept = (sock, select.poll())
+            kept[1].register(sock, _POLLIN)
+            conn._simpleproxy_poll = kept
+        return not kept[1].poll(0)
+else:
+    def _nothing_to_read(conn: Any, sock: socket.socket) -> bool:
+        return not select.select([sock], [], [], 0)[0]
+
+
 class _HTTPPool(urllib3.HTTPConnectionPool):
     QueueCls = IdleConnections  # type: ignore[assignment]
 
@@ -114,35 +192,33 @@ class ServerPool:
         self._idle = cast(IdleConnections, self._pool.pool)
         self._keepalive = config.keepalive
 
-    def acquire(self, connect: float, read: float, check_idle: bool = True) -> tuple[HTTPConnection, bool]:
+    def acquire(self, connect: float, read: float) -> tuple[HTTPConnection, bool]:
         """A connected connection, its read timeout set, and whether it was reused.
 
-        ``check_idle``: have urllib3 check that an idle connection was not closed by the
-        server meanwhile (a poll() per request). A request that forward.py can resend on
-        a new connection skips the check: the rare stale connection then costs one resend.
+        An idle connection is reused only if nothing arrived on it while it sat
+        in the pool: bytes waiting there would be read as the next request's
+        answer (a late or unsolicited response poisons the next client), and an
+        end of file means the server closed it. See :func:`idle_and_clean`.
         """
-        conn: Any = None
-        if check_idle:
-            conn = self._pool._get_conn()  # noqa: SLF001 - see the module docstring
-        else:  # what _get_conn does, without the check
-            try:
-                conn = self._idle.queue.pop()
-            except IndexError:
-                pass
-            if conn is None:  # the pool's empty slot, or none left: a new connection
-                conn = self._pool._new_conn()  # noqa: SLF001
+        try:
+            conn: Any = self._idle.queue.pop()
+        except IndexError:
+            conn = None
+        if conn is None:  # the pool's empty slot, or none left: a new connection
+            conn = self._pool._new_conn()  # noqa: SLF001 - see the module docstring
         sock: socket.socket | None = conn.sock
         if sock is not None:
-            if sock.gettimeout() != read:  # settimeout() costs a system call (FIONBIO) even unchanged
-                sock.settimeout(read)
-            return conn, True
+            if idle_and_clean(conn, sock):
+                set_timeout(conn, read)
+                return conn, True
+            conn.close()  # then connect again below, as urllib3 does with a dropped connection
         conn.timeout = connect  # what urllib3's connect() gives create_connection
         try:
             conn.connect()
         except BaseException as exc:
             self.discard(conn)
             raise connect_error(exc, self.name) from None
-        conn.sock.settimeout(read)  # connected now
+        set_timeout(conn, read)  # connected now
         return conn, False
 
     def release(self, conn: HTTPConnection) -> None:

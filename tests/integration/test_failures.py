@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import queue
+import select
 import socket
 import struct
 import sys
@@ -176,9 +177,9 @@ def test_stale_keepalive_connection_is_retried_for_idempotent_requests(raw_backe
 
 
 def test_every_idle_connection_closed_by_the_backend_costs_no_error(raw_backend, proxy) -> None:
-    """After a quiet spell a backend may have closed every pooled connection. A GET skips
-    urllib3's idle check, meets a stale connection and is resent on a new one; a POST, which
-    cannot be resent, has urllib3 check first and so never meets one."""
+    """After a quiet spell a backend may have closed every pooled connection. The pool sees
+    each end of file before lending a connection again, so neither a GET nor a POST (which
+    could not be resent) meets a closed one."""
     held = 3
     together = threading.Barrier(held, timeout=LONG_TIMEOUT)
     closed: queue.Queue = queue.Queue()
@@ -201,11 +202,22 @@ def test_every_idle_connection_closed_by_the_backend_costs_no_error(raw_backend,
     assert [answers.get(timeout=LONG_TIMEOUT) for _ in range(held)] == [200] * held
     for _ in range(held):
         closed.get(timeout=LONG_TIMEOUT)  # every pooled connection is now closed at the backend
+    until_every_idle_connection_has_news(p)
     response, body = p.request("GET", "/")
     assert (response.status, body) == (200, b"ok")
+    closed.get(timeout=LONG_TIMEOUT)  # the GET's connection, which went back to the pool, too
+    until_every_idle_connection_has_news(p)
     response, body = p.request("POST", "/", body=b"data")
     assert (response.status, body) == (200, b"ok")
-    assert backend.accepted == held + 2  # the resent GET and the POST each on a new connection
+    assert backend.accepted == held + 2  # the GET and the POST each on a new connection
+
+
+def until_every_idle_connection_has_news(p) -> None:
+    """Ready-check: each idle pooled connection's end of file has reached the proxy's side."""
+    sockets = [conn.sock for upstream in p.app.state.upstreams.values() for server in upstream.servers
+               for conn in server._idle.queue if conn is not None and conn.sock is not None]
+    for sock in sockets:
+        assert select.select([sock], [], [], LONG_TIMEOUT)[0], "an idle connection's close never arrived"
 
 
 @pytest.mark.parametrize(
