@@ -87,8 +87,9 @@ class EchoBackend(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # refused TLS handshakes are part of some tests
 
-    def __init__(self, name: str = "A", tls: ssl.SSLContext | None = None) -> None:
-        super().__init__(("127.0.0.1", 0), EchoHandler)
+    def __init__(self, name: str = "A", tls: ssl.SSLContext | None = None, port: int = 0) -> None:
+        """``port``: 0 for a free one, or the port of a backend that was stopped (a restart)."""
+        super().__init__(("127.0.0.1", port), EchoHandler)
         self.name = name
         self.seen: queue.Queue = queue.Queue()
         self.connections: set = set()

@@ -168,7 +168,7 @@ class AdminApp:
             servers = [{"server": s.name, "up": s.available(), "breaker": s.breaker.state(), "healthy": s.check.healthy,
                         "in_flight": s.in_flight, "weight": s.weight} for s in upstream.servers]
             upstreams.append({"upstream": name, "balance": upstream.config.balance, "retried": upstream.retried,
-                              "servers": servers})
+                              "panic": upstream.in_panic(), "panicked": upstream.panicked, "servers": servers})
         caches = [{"store": name, "bytes": store.size, "max_bytes": store.max_size, "entries": len(store),
                    "evictions": store.evictions} for name, store in store_names(state.caches)]
         server = self.server

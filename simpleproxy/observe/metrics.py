@@ -171,12 +171,19 @@ class Collector:
         up = GaugeMetricFamily("simpleproxy_upstream_server_up", "1 when a server may take requests", labels=["upstream", "server"])
         flight = GaugeMetricFamily("simpleproxy_upstream_in_flight", "Requests in flight per server", labels=["upstream", "server"])
         retries = CounterMetricFamily("simpleproxy_upstream_retries", "Requests resent to another server", labels=["upstream"])
+        panic = GaugeMetricFamily("simpleproxy_upstream_panic",
+                                  "1 while every server is ejected by the passive breaker and requests go to them anyway",
+                                  labels=["upstream"])
+        panicked = CounterMetricFamily("simpleproxy_upstream_panic_requests",
+                                       "Requests sent to ejected servers because every server was ejected", labels=["upstream"])
         for name, upstream in sorted(self.state().upstreams.items()):
             for server in upstream.servers:
                 up.add_metric([name, server.name], 1 if server.available() else 0)
                 flight.add_metric([name, server.name], server.in_flight)
             retries.add_metric([name], upstream.retried)
-        yield from (up, flight, retries)
+            panic.add_metric([name], 1 if upstream.in_panic() else 0)
+            panicked.add_metric([name], upstream.panicked)
+        yield from (up, flight, retries, panic, panicked)
 
     def _caches(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily

@@ -40,11 +40,16 @@ class Breaker:
         self.ejections = 0  #: ejections in a row, for the growing period
         self.ejected_until = 0.0  #: 0 when closed
         self.trial_out = False  #: half-open and the trial request is in flight
+        self.last_failure = 0.0  #: clock reading of the last failure (panic picks the oldest first)
 
     def state(self) -> str:
         if not self.ejected_until:
             return "closed"
         return "open" if self.clock() < self.ejected_until else "half-open"
+
+    def ejected(self) -> bool:
+        """Kept out by this breaker now: open, or half-open with its trial request out."""
+        return bool(self.ejected_until) and not self.available()
 
     def available(self) -> bool:
         """May take a request (no side effect: see :meth:`claim`)."""
@@ -77,6 +82,7 @@ class Breaker:
 
     def failure(self, reason: str) -> None:
         with self._lock:
+            self.last_failure = self.clock()
             if self.ejected_until:  # a failed trial (or a straggler of the open period)
                 if self.trial_out:
                     self.trial_out = False

@@ -247,15 +247,18 @@ class ServerPool:
         """Requests being served by this server now (least_conn, random_two, max_connections)."""
         return self._claimed - self._released
 
-    def claim(self) -> bool:
-        """Count a request in; False when full or when another request holds the trial."""
+    def claim(self, panic: bool = False) -> bool:
+        """Count a request in; False when full or when another request holds the trial.
+
+        ``panic``: past the breaker, which has ejected every server (see Upstream.pick).
+        """
         if not self.max_connections:
-            if not self.breaker.claim():
+            if not panic and not self.breaker.claim():
                 return False
             self._claimed = next(self._claims)
             return True
         with self._limit_lock:
-            if self.in_flight >= self.max_connections or not self.breaker.claim():
+            if self.in_flight >= self.max_connections or not (panic or self.breaker.claim()):
                 return False
             self._claimed = next(self._claims)
             return True
@@ -334,7 +337,8 @@ class Upstream:
             log.warning("upstream %r: TLS certificates are not verified (upstreams.%s.tls.verify: false)", self.name, self.name)
         self.budget = RetryBudget(config.retries, clock)
         self.retried = 0  #: requests resent to another server, for metrics
-        self._retried_lock = threading.Lock()
+        self.panicked = 0  #: requests sent to ejected servers because every server was ejected
+        self._retried_lock = threading.Lock()  # and the panic count's
         self.checker: HealthChecker | None = None
         self._checker_generation = -1  # forks.generation when the checks started
         health = config.health
@@ -370,9 +374,32 @@ class Upstream:
             if server.claim():
                 return server
             candidates.remove(server)  # filled up or taken meanwhile
+        server = self._panic(exclude)
+        if server is not None:
+            return server
         raise NoHealthyUpstream(
             f"no available server in upstream {self.name!r}", headers=(("Retry-After", "1"),)
         )
+
+    def in_panic(self) -> bool:
+        """Every server that active checks allow is ejected by the passive breaker (see :meth:`_panic`)."""
+        allowed = [s for s in self.servers if s.check.healthy]
+        return bool(allowed) and all(s.breaker.ejected() for s in allowed)
+
+    def _panic(self, exclude: list[ServerPool] | tuple) -> ServerPool | None:
+        """When the passive breaker has ejected every server that active checks allow, send the
+        request to them anyway, least recently failed first, rather than answer 503 (Envoy's
+        panic routing; nginx never marks a lone server down): a restart or a burst of resets
+        must not become an outage for the whole ejection period. A request that succeeds
+        closes its server's breaker. Servers that active checks hold down stay out."""
+        if not self.in_panic():
+            return None
+        for server in sorted(self.servers, key=lambda s: s.breaker.last_failure):
+            if server.check.healthy and server not in exclude and server.claim(panic=True):
+                with self._retried_lock:
+                    self.panicked += 1
+                return server
+        return None
 
     def _start_checks(self) -> None:
         self._checker_generation = forks.generation

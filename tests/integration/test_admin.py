@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -182,6 +183,23 @@ def test_status_json_shows_servers_routes_and_caches(tmp_path, backends, served)
     upstream = status["upstreams"][0]
     assert upstream["upstream"] == "app" and upstream["servers"][0]["up"] is True and upstream["servers"][0]["breaker"] == "closed"
     assert status["routes"][0]["statuses"] == {"200": 1} and status["caches"][0]["entries"] == 1
+
+
+def test_panic_routing_shows_in_metrics_and_status(tmp_path, served) -> None:
+    with socket.socket() as held:  # bound, never listening: refused
+        held.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{held.getsockname()[1]}"
+        path = tmp_path / "c.yaml"
+        path.write_text("listen: {http: '127.0.0.1:0'}\nlog: {access: 'off'}\nadmin: {listen: '127.0.0.1:0'}\n"
+                        f"upstreams: {{app: {{servers: ['{dead}'], passive: {{failures: 1}}}}}}\n"
+                        "routes: [{upstream: app}]\n")
+        server = served(path)
+        assert [proxy_get(server, "/") for _ in range(3)] == [502, 502, 502]  # ejected, and still tried
+        families = {f.name: f for f in text_string_to_metric_families(call(server.admin_address, "GET", "/metrics")[1].decode())}
+        assert [(s.labels["upstream"], s.value) for s in families["simpleproxy_upstream_panic"].samples] == [("app", 1)]
+        assert [s.value for s in families["simpleproxy_upstream_panic_requests"].samples if s.name.endswith("_total")] == [2]
+        upstream = json.loads(call(server.admin_address, "GET", "/status.json")[1])["upstreams"][0]
+        assert upstream["panic"] is True and upstream["panicked"] == 2 and upstream["servers"][0]["breaker"] == "open"
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

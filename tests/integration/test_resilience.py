@@ -7,12 +7,13 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections import Counter
 from typing import Iterator
 
 import pytest
 
-from conftest import LONG_TIMEOUT, read_request
+from conftest import LONG_TIMEOUT, EchoBackend, read_request
 
 
 _HELD: list[socket.socket] = []
@@ -86,10 +87,41 @@ def test_the_retry_budget_caps_retries_in_a_full_outage(proxy, caplog) -> None:
     assert messages(caplog, "retry budget spent")
 
 
-def test_all_servers_ejected_is_a_quick_503_with_retry_after(proxy) -> None:
-    p = proxy({"upstreams": {"app": {"servers": [dead_url()], "passive": {"failures": 1}}},
+def test_a_lone_server_restarting_is_tried_at_once_not_held_out_for_the_ejection(proxy) -> None:
+    """Panic routing: every server ejected by the passive breaker still gets the requests
+    (nginx never marks a lone server down), so the first request after a restart succeeds."""
+    backend = EchoBackend("A")
+    port = backend.server_address[1]
+    p = proxy({"upstreams": {"app": {"servers": [backend.url], "timeouts": {"connect": "1s", "read": "5s"},
+                                     "passive": {"failures": 3, "ejection": "10s"}}},
                "routes": [{"upstream": "app"}]})
-    assert p.request("GET", "/")[0].status == 502
+    assert p.request("GET", "/")[0].status == 200
+    backend.kill()  # a restart: refused for a while
+    upstream = p.app.state.upstreams["app"]
+    for _ in range(6):
+        started = time.monotonic()
+        response, body = p.request("GET", "/")
+        assert response.status == 502 and b"refused" in body  # tried, not a 503 for the ejection
+        assert time.monotonic() - started < 1.0  # never longer than the connect timeout
+    assert upstream.in_panic() and upstream.panicked >= 3
+    backend = EchoBackend("B", port=port)  # back on the same port
+    try:
+        response, body = p.request("GET", "/")
+        assert response.status == 200 and json.loads(body)["name"] == "B"
+        assert not upstream.in_panic()  # the success closed the breaker
+    finally:
+        backend.stop()
+
+
+def test_servers_that_active_checks_hold_down_are_a_quick_503(raw_backend, proxy) -> None:
+    def failing_check(conn: socket.socket) -> None:
+        read_request(conn)
+        conn.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n")
+
+    backend = raw_backend(failing_check)
+    p = proxy({"upstreams": {"app": {"servers": [backend.url],
+                                     "health": {"path": "/health", "start": "unhealthy"}}},
+               "routes": [{"upstream": "app"}]})
     response, body = p.request("GET", "/")
     assert response.status == 503 and response.headers["Retry-After"] == "1"
     assert b"no available server" in body

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from simpleproxy.config import HealthCheck, PassiveHealth, RetryPolicy
 from simpleproxy.upstream.health import ActiveCheck, Breaker, RetryBudget
 
@@ -70,3 +72,41 @@ def test_retry_budget_is_a_share_of_recent_requests() -> None:
     assert allowed == 20 - 3  # 20% of 100 requests, three already spent
     clock.now += 10  # the window slid past all of it
     assert [budget.allow() for _ in range(4)] == [True, True, True, False]
+
+
+def test_every_server_ejected_means_panic_routing_least_recently_failed_first() -> None:
+    from simpleproxy.config import config_from_dict
+    from simpleproxy.errors import NoHealthyUpstream
+    from simpleproxy.upstream.pool import Upstream
+
+    clock = Clock()
+    config = config_from_dict({
+        "upstreams": {"app": {"servers": ["http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3"],
+                              "passive": {"failures": 1, "ejection": "10s"}}},
+        "routes": [{"upstream": "app"}],
+    })
+    upstream = Upstream(config.upstreams["app"], clock)
+    a, b, c = upstream.servers
+    for server in (b, a):  # b fails first, then a; c keeps serving
+        clock.now += 1
+        server.breaker.failure("refused")
+    assert not upstream.in_panic() and upstream.pick({}) is c
+    c.unclaim()
+    clock.now += 1
+    c.breaker.failure("refused")
+    assert upstream.in_panic()
+    picked = upstream.pick({})
+    assert picked is b and upstream.panicked == 1  # the least recently failed
+    picked.unclaim()
+    assert upstream.pick({}, exclude=[b]) is a  # a retry goes to the next one
+    a.unclaim()
+    c.check.healthy = False  # active checks hold c down; a and b are still ejected
+    assert upstream.in_panic()
+    with pytest.raises(NoHealthyUpstream):  # a retry that has tried both: nothing left
+        upstream.pick({}, exclude=[b, a])
+    for server in (a, b):
+        server.check.healthy = False
+    assert not upstream.in_panic()
+    with pytest.raises(NoHealthyUpstream):  # active checks holding every server down: a 503, not panic
+        upstream.pick({})
+    upstream.close()
