@@ -90,9 +90,9 @@ class UpstreamHandler:
         # the answer left (nothing has: retries happen before a Response exists).
         may_retry = request.method in self._retried_methods and body is not None
         tried: list[ServerPool] = []
-        sticky = upstream.sticky_server(request.environ) if upstream.sticky_cookie else None
+        sticky = upstream.sticky_server(request) if upstream.sticky_cookie else None
         while True:
-            server = upstream.pick(request.environ, tried, sticky)
+            server = upstream.pick(request, tried, sticky)
             head = self._head(request, server, body)
             if protocol is not None:
                 head = head[:-2] + f"Connection: Upgrade\r\nUpgrade: {protocol}\r\n\r\n".encode("latin-1")

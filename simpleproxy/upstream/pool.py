@@ -348,16 +348,17 @@ class Upstream:
                 health.interval,
             )
 
-    def sticky_server(self, environ: dict[str, Any]) -> ServerPool | None:
+    def sticky_server(self, request: Any) -> ServerPool | None:
         """The server a sticky-session cookie names, if it names one of ours."""
         if self._sticky is None:
             return None
-        return self._by_sticky_id.get(self._sticky(environ))
+        return self._by_sticky_id.get(self._sticky(request))
 
     def pick(
-        self, environ: dict[str, Any], exclude: list[ServerPool] | tuple = (), prefer: ServerPool | None = None
+        self, request: Any, exclude: list[ServerPool] | tuple = (), prefer: ServerPool | None = None
     ) -> ServerPool:
-        """A server for this request, counted in (``unclaim`` it when done); 503 if none."""
+        """A server for this request (a :class:`simpleproxy.request.Request`: the client it names is the
+        one the proxy trusts), counted in (``unclaim`` it when done); 503 if none."""
         if self.checker is not None and self._checker_generation != forks.generation:
             self._start_checks()  # lazily, once per process: pre-forking servers work
         if prefer is not None and prefer not in exclude and prefer.available() and prefer.claim():
@@ -368,7 +369,7 @@ class Upstream:
             candidates = []
         else:
             candidates = [s for s in self.servers if s.available() and s not in exclude]
-        key = self._key(environ) if self._key is not None and candidates else ""
+        key = self._key(request) if self._key is not None and candidates else ""
         while candidates:
             server: ServerPool = self.policy.pick(candidates, key)  # type: ignore[assignment]
             if server.claim():
@@ -417,20 +418,22 @@ class Upstream:
             server.close()
 
 
-def _key_reader(source: str | None) -> Callable[[dict[str, Any]], str] | None:
-    """What a hashing policy hashes, read from the WSGI environ."""
+def _key_reader(source: str | None) -> Callable[[Any], str] | None:
+    """What a hashing policy hashes, read from the request: the client the proxy trusts (behind a
+    trusted load balancer, the one it names, as rate limits and the access log see it), a header
+    or a cookie."""
     if source is None:
         return None
     if source == "client_ip":
-        return lambda environ: environ.get("REMOTE_ADDR", "")
+        return lambda request: request.client_ip
     kind, _, name = source.partition(":")
     if kind == "header":
         key = "HTTP_" + name.upper().replace("-", "_")
-        return lambda environ: environ.get(key, "")
+        return lambda request: request.environ.get(key, "")
     cookie = name + "="
 
-    def read_cookie(environ: dict[str, Any]) -> str:
-        for part in environ.get("HTTP_COOKIE", "").split(";"):
+    def read_cookie(request: Any) -> str:
+        for part in request.environ.get("HTTP_COOKIE", "").split(";"):
             part = part.strip()
             if part.startswith(cookie):
                 return part[len(cookie):]

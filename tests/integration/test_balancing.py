@@ -46,6 +46,21 @@ def test_hash_on_a_header_is_sticky(backends, proxy) -> None:
     assert len(set(homes.values())) == 3  # and users spread over all of them
 
 
+def test_hash_on_client_ip_hashes_the_client_a_trusted_proxy_names(backends, proxy) -> None:
+    servers = [backends(name) for name in "ABC"]
+    p = proxy({
+        "headers": {"trusted_proxies": ["127.0.0.1/32"]},  # a load balancer in front, on this machine
+        "upstreams": {"app": {"servers": [s.url for s in servers], "balance": "hash", "hash_on": "client_ip"}},
+        "routes": [{"upstream": "app"}],
+    })
+    homes = {}
+    for client in (f"203.0.113.{i}" for i in range(1, 31)):
+        seen = names(p.port, 3, {"X-Forwarded-For": client})
+        assert len(seen) == 1, seen
+        homes[client] = next(iter(seen))
+    assert len(set(homes.values())) == 3  # not all on the server the load balancer's own address hashes to
+
+
 def test_least_conn_avoids_a_busy_server(backends, raw_backend, proxy) -> None:
     held = threading.Event()
 
