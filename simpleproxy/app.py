@@ -93,7 +93,10 @@ class ProxyState:
         baseline = baseline_rules()
         self.cache_filters = cache_filters  #: by route key, for routes with ``cache:``
         #: where redirect_https sends clients; the server sets the port it really bound
-        self.https_port = config.https.addresses[0][1] if config.https else 443
+        #: where redirect_https sends clients: the port the server bound (set by ProxyServer, real even
+        #: for ``:0``), kept over reloads since listeners change only at a restart
+        self.https_port = previous.https_port if previous is not None else (
+            config.https.addresses[0][1] if config.https else 443)
         routes = []
         for route_config in config.routes:
             terminal: Handler

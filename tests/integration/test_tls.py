@@ -284,6 +284,9 @@ def test_redirect_to_https_keeps_the_method_and_hsts_on_https(tmp_path, ca, back
     response = conn.getresponse()
     assert response.status == 200 and json.loads(response.read())["body"] == "data"
     assert response.getheader("Strict-Transport-Security") == "max-age=31536000; includeSubDomains"
+    p.app.reload(p.app.config)  # a reload keeps redirecting to the port the listener bound, not ":0"
+    response, _ = p.request("GET", "/again", headers={"Host": "a.example"})
+    assert response.getheader("Location") == f"https://a.example:{https_port(p)}/again"
 
 
 def test_large_bodies_both_ways_over_tls(tmp_path, ca, backends, proxy) -> None:
