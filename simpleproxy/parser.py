@@ -44,6 +44,11 @@ _COMMON_HEAD = re.compile(
     rb"([!#$%&'*+.^_`|~0-9A-Z-]+) (/(?:[\x21-\x2e\x30-\x7e][\x21-\x7e]*)?) HTTP/1\.([01])((?:" + _FIELD_LINE + rb")*)\r\n\r\n"
 )
 _FIELD = re.compile(rb"\r\n([^:]+):([^\r]*)")
+_FIELD_NAME = re.compile(rb"\r\n([^:\r\n]*):")
+#: fields a request may carry once (RFC 9112 section 3.2, RFC 9110 section 8.6 and 8.3): two of
+#: them leave a proxy and the backend free to read different ones. waitress refuses them too
+#: since its 3.0.2 (in the parser our fast path skips), with the same words.
+_SINGLETONS = frozenset(("HOST", "CONTENT_LENGTH", "CONTENT_TYPE"))
 _DIGITS = re.compile(rb"[0-9]+")
 #: field name -> environ-style key ("X-Api-Key" -> "X_API_KEY"), memoised: names repeat
 _KEYS: dict[bytes, str] = {}
@@ -117,6 +122,14 @@ class StrictRequestParser(HTTPRequestParser):
                 raise ParsingError("both Content-Length and Transfer-Encoding")
             if header_plus.split(b"\n", 1)[0].rstrip().endswith(b"HTTP/1.0"):
                 raise ParsingError("Transfer-Encoding in an HTTP/1.0 request")
+        seen = set()
+        for name in _FIELD_NAME.findall(header_plus):
+            if b"_" not in name:  # waitress drops such fields
+                key = name.upper().replace(b"-", b"_").decode("latin-1")
+                if key in _SINGLETONS:
+                    if key in seen:
+                        raise ParsingError(f"Duplicate header: {name.decode('latin-1')}")
+                    seen.add(key)
         HTTPRequestParser.parse_header(self, header_plus)
 
     def _read_common(self, header_plus: bytes, common: re.Match[bytes]) -> bool:
@@ -136,6 +149,9 @@ class StrictRequestParser(HTTPRequestParser):
                     keys[name] = key
             text = value.strip(b" \t").decode("latin-1")
             if key in headers:
+                if key in _SINGLETONS:
+                    headers.clear()
+                    raise ParsingError(f"Duplicate header: {name.decode('latin-1')}")
                 headers[key] += ", " + text  # as waitress joins repeated fields
             else:
                 headers[key] = text

@@ -95,6 +95,11 @@ COMMON = [
     b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999999\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
     b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n",
+    # singletons twice (RFC 9112 3.2, RFC 9110 8.6): refused on either path, with the same words
+    b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: h\r\nContent-Type: text/plain\r\nContent-Length: 2\r\ncontent-type: text/x\r\n\r\nok",
+    b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
 ]
 
 OTHER = [
@@ -122,7 +127,23 @@ OTHER = [
     b"POST / HTTP/1.0\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
     b"\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",  # blank lines before a pipelined request
     b"GET / HTTP/1.1\r\nX_Under: 1\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n",
+    b"GET / HTTP/1.1\r\nX_Under: 1\r\nHost: a\r\nHost: b\r\n\r\n",  # waitress's path refuses them too
+    b"POST / HTTP/1.1\r\nContent_Type: a\r\nContent-Type: b\r\nHost: h\r\n\r\n",  # the first is dropped, not a twin
+    b"GET / HTTP/1.1\r\nHost: a\r\nX-Fold: a\r\n b\r\nHost: b\r\n\r\n",
 ]
+
+
+@pytest.mark.parametrize(("fields", "twice"), [
+    (b"Host: a\r\nContent-Length: 1\r\nHost: a\r\n", "Host"),
+    (b"Host: h\r\nContent-Length: 1\r\nContent-Length: 1\r\n", "Content-Length"),
+    (b"Host: h\r\nContent-Type: a\r\nContent-Length: 1\r\ncontent-type: b\r\n", "content-type"),
+])
+def test_a_singleton_field_twice_is_a_bad_request_on_either_path(fields: bytes, twice: str) -> None:
+    for tail in (b"", b"X_Under: 1\r\n"):  # the fast path, then waitress's
+        raw = b"POST / HTTP/1.1\r\n" + tail + fields + b"\r\nx"
+        assert fast_path_taken(raw) == (not tail)
+        seen = same_reading(raw)
+        assert seen["error"] == ("BadRequest", f"Duplicate header: {twice}"), raw
 
 
 def test_a_content_length_too_long_for_int_is_a_bad_request_on_either_path() -> None:
