@@ -138,7 +138,7 @@ def idle_and_clean(conn: Any, sock: socket.socket) -> bool:
     return _nothing_to_read(conn, sock)
 
 
-if hasattr(select, "poll"):
+if sys.platform != "win32":  # every other platform has poll(); Windows' select() has no descriptor limit
     _POLLIN = select.POLLIN  # end of file, errors and hang-ups are reported without asking
 
     def _nothing_to_read(conn: Any, sock: socket.socket) -> bool:
@@ -375,9 +375,9 @@ class Upstream:
             if server.claim():
                 return server
             candidates.remove(server)  # filled up or taken meanwhile
-        server = self._panic(exclude)
-        if server is not None:
-            return server
+        last_resort = self._panic(exclude)
+        if last_resort is not None:
+            return last_resort
         raise NoHealthyUpstream(
             f"no available server in upstream {self.name!r}", headers=(("Retry-After", "1"),)
         )
