@@ -95,7 +95,7 @@ class ProxyState:
         #: where redirect_https sends clients; the server sets the port it really bound
         #: where redirect_https sends clients: the port the server bound (set by ProxyServer, real even
         #: for ``:0``), kept over reloads since listeners change only at a restart
-        self.https_port = previous.https_port if previous is not None else (
+        self.https_port: int = previous.https_port if previous is not None else (
             config.https.addresses[0][1] if config.https else 443)
         routes = []
         for route_config in config.routes:
@@ -237,6 +237,18 @@ class ProxyApp:
             body.on_close = partial(self._done_streaming, environ, request, response, started)
         return body
 
+    def front_error(self, environ: dict[str, Any], exc: ProxyError) -> tuple[str, list[tuple[str, str]], bytes]:
+        """The answer to a request the front end refused before calling the app (channel.py), made
+        and logged as every error is: -> (status, fields, body)."""
+        started = time.perf_counter()
+        response = self._error_response(exc, environ, None)
+        state = self.state
+        if state.bots is not None:  # a malformed request counts towards a ban as a 400 from the app does
+            state.bots.observe(environ["REMOTE_ADDR"], exc.status)
+        body = response.body[0]  # type: ignore[index]
+        self._done(environ, None, response, len(body), started)
+        return response.status, response.headers + (response.own_headers or []), body
+
     def claims(self, environ: dict[str, Any]) -> bool:
         """Whether a request is this proxy's to answer: a route matches it, or it is malformed (400)."""
         try:
@@ -311,7 +323,10 @@ class ProxyApp:
     ) -> None:
         route = request.route if request is not None else None
         key = route.config.key if route is not None else "-"
-        rid = request.request_id if request is not None else "-"
+        if request is not None:
+            rid = request.request_id
+        else:  # an error answered without a request: its response carries the id
+            rid = next((value for name, value in response.own_headers or () if name == "X-Request-Id"), "-")
         client = request.client_ip if request is not None else environ.get("REMOTE_ADDR", "-")
         self.access_log.log(environ, response.status, size, seconds, response.upstream, rid, key, response.cache,
                             response.limit, client, tunnel)

@@ -78,6 +78,25 @@ class RateLimited(ClientError):
     reason = "Too Many Requests"
 
 
+class HeadTooLarge(ClientError):
+    status = 431
+    reason = "Request Header Fields Too Large"
+
+
+class NotImplementedHere(ClientError):
+    """A request the proxy cannot take at all (a transfer coding other than chunked)."""
+
+    status = 501
+    reason = "Not Implemented"
+
+
+class Overloaded(ProxyError):
+    """Too many requests wait for a worker thread (``server.max_queue``): shed at once."""
+
+    status = 503
+    reason = "Service Unavailable"
+
+
 class NotInCache(ClientError):
     """``Cache-Control: only-if-cached`` and nothing usable stored (RFC 9111 section 5.2.1.7)."""
 

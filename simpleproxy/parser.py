@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from waitress.buffers import OverflowableBuffer
-from waitress.parser import HTTPRequestParser, ParsingError
+from waitress.parser import HTTPRequestParser, ParsingError, TransferEncodingNotImplemented
 from waitress.receiver import FixedStreamReceiver
 from waitress.utilities import BadRequest as BadRequestError
 
@@ -34,6 +34,8 @@ from waitress.utilities import BadRequest as BadRequestError
 # Matched at the head's start: the whole first line, up to its CRLF (or the head's end).
 _REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ [^ \r\n]+ HTTP/1\.[01](?:\r\n|\Z)")
 _BARE_LF = re.compile(rb"(?<!\r)\n")
+#: a request line read leniently, for the error page and the log line of a head that failed
+_LINE_PARTS = re.compile(rb"\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+) ([^ \r\n]+) HTTP/1\.([01])\r?\n")
 
 # The common shape (module docstring), up to the blank line waitress leaves on the head. Field
 # lines: a token without "_" (waitress drops such fields), a colon, a value of visible characters,
@@ -68,6 +70,8 @@ class StrictRequestParser(HTTPRequestParser):
     tail: bytes | None = None
     #: read common heads without waitress's parser (off: every head takes waitress's path)
     fast = True
+    #: what a head that failed before its request line was read leaves (waitress sets none of them)
+    command = request_uri = path = ""
 
     def __init__(self, adj: Any) -> None:
         super().__init__(adj)
@@ -89,10 +93,17 @@ class StrictRequestParser(HTTPRequestParser):
                 # The new bytes only (the look-behind still sees the old), and the head only, never the body.
                 if _BARE_LF.search(window if end < 0 else window[: end + 2], len(self._last)):
                     self.error = BadRequestError("bare LF in the request head")
+                    self.note_request_line(self.header_plus + data)
                     self.completed = True
                     return len(data)
                 self._last = window[-3:]
         used = HTTPRequestParser.received(self, data)
+        if self.error is not None:
+            # Refused already (a body over max_request_body, say): no "100 Continue" invites
+            # the body; the error goes out at once and the connection closes after it.
+            self.expect_continue = False
+            if self.error.code == 431:  # waitress parsed a stand-in line; the real one came first
+                self.note_request_line(self.header_plus + data)
         if self.upgrade and self.completed and self.tail is None and not self.error:
             self.tail = data[used:]
             return len(data)
@@ -101,14 +112,26 @@ class StrictRequestParser(HTTPRequestParser):
     def parse_header(self, header_plus: bytes) -> None:
         common = _COMMON_HEAD.fullmatch(header_plus) if self.fast else None
         try:
-            if common is None or not self._read_common(header_plus, common):
-                self._parse_strictly(header_plus)
-        except ValueError:  # int() refuses a Content-Length of over 4300 digits; waitress lets it escape
-            raise ParsingError("Content-Length is invalid") from None
+            try:
+                if common is None or not self._read_common(header_plus, common):
+                    self._parse_strictly(header_plus)
+            except ValueError:  # int() refuses a Content-Length of over 4300 digits; waitress lets it escape
+                raise ParsingError("Content-Length is invalid") from None
+        except (ParsingError, TransferEncodingNotImplemented):
+            self.note_request_line(header_plus)
+            raise
         headers = self.headers
         if "UPGRADE" in headers and self.version == "1.1":  # RFC 9110 7.8: not in HTTP/1.0
             tokens = headers.get("CONNECTION", "").lower().split(",")
             self.upgrade = any(token.strip() == "upgrade" for token in tokens)
+
+    def note_request_line(self, head: bytes) -> None:
+        """For a head refused whole: its method, target and version if its first line has them,
+        so that the error answers in the request's HTTP version and the log line names it."""
+        line = _LINE_PARTS.match(head)
+        if line is not None:
+            self.command, self.request_uri = line.group(1).decode("latin-1"), line.group(2).decode("latin-1")
+            self.version = "1.1" if line.group(3) == b"1" else "1.0"
 
     def _parse_strictly(self, header_plus: bytes) -> None:
         """Our checks, then waitress's parser; every check is one scan in C."""

@@ -94,8 +94,12 @@ def install_head_deadline(server: Any, timeout: float) -> None:
 
     def maintenance(now: float) -> None:
         original(now)
-        cutoff = time.monotonic() - timeout
+        monotonic = time.monotonic()
+        cutoff = monotonic - timeout
         for channel in list(server.active_channels.values()):
+            if channel.lingering_until and channel.lingering_until < monotonic:  # channel.py's lingering close
+                channel.will_close = True
+                continue
             request = channel.request
             started = getattr(request, "started", None)
             # Not while an earlier request of the same connection is served: cutting would cut its answer.
