@@ -153,6 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def serve(config: Config, what: str, path: str | None = None) -> int:
     """Run a proxy for ``config`` in this thread until Ctrl-C or SIGTERM; SIGHUP reloads ``path``."""
     from .affinity import bind_process
+    from .listeners import ListenError
     from .server import ProxyServer, install_reload_signal, install_stop_signals
 
     try:  # before ProxyServer starts its threads, so that they inherit the binding
@@ -162,10 +163,11 @@ def serve(config: Config, what: str, path: str | None = None) -> int:
         return 1
     try:
         server = ProxyServer(config, config_path=path)
-    except OSError as exc:
-        addresses = [*config.listen, *(config.https.addresses if config.https else ())]
-        where = ", ".join(f"{h}:{p}" for h, p in addresses)
-        print(f"error: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
+    except ListenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # anything else the system refused (files, the loop's wake-up pipe)
+        print(f"error: cannot start: {exc.strerror or exc}", file=sys.stderr)
         return 1
     install_stop_signals(server, config.server.drain_time)
     install_reload_signal(server)

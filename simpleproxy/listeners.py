@@ -16,6 +16,19 @@ import socket
 from typing import Iterable
 
 
+class ListenError(OSError):
+    """A listening address could not be bound; says which one and the key that configured it."""
+
+    def __init__(self, key: str, address: tuple, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        self.key = key
+        host, port = address[0], address[1]
+        self.where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def __str__(self) -> str:
+        return f"{self.key}: cannot listen on {self.where}: {self.strerror}"
+
+
 def bind_listener(family: int, sockaddr: tuple, backlog: int) -> socket.socket:
     """A listening TCP socket on one resolved address."""
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -45,13 +58,19 @@ def _resolved(host: str, port: int) -> list[tuple[int, tuple]]:
     return [(family, sockaddr) for sockaddr, family in found.items()]
 
 
-def bind_all(addresses: Iterable[tuple[str, int]], backlog: int) -> list[socket.socket]:
-    """Listening sockets for every configured ``(host, port)``; none left open if one fails."""
-    targets = [target for host, port in addresses for target in _resolved(host, port)]
+def bind_all(addresses: Iterable[tuple[str, int]], backlog: int, key: str = "listen.http") -> list[socket.socket]:
+    """Listening sockets for every configured ``(host, port)``; none left open if one fails.
+
+    A failure is a :class:`ListenError` naming ``key`` and the address that failed.
+    """
     sockets: list[socket.socket] = []
     try:
-        for family, sockaddr in targets:
-            sockets.append(bind_listener(family, sockaddr, backlog))
+        for host, port in addresses:
+            try:
+                for family, sockaddr in _resolved(host, port):
+                    sockets.append(bind_listener(family, sockaddr, backlog))
+            except OSError as exc:
+                raise ListenError(key, (host, port), exc) from None
     except BaseException:
         for sock in sockets:
             sock.close()

@@ -149,7 +149,7 @@ class ProxyServer:
 
             try:
                 self.admin = create_server(
-                    AdminApp(self, config.admin), sockets=bind_all([config.admin.listen], config.server.backlog),
+                    AdminApp(self, config.admin), sockets=bind_all([config.admin.listen], config.server.backlog, "admin.listen"),
                     threads=2, ident="simpleproxy-admin", expose_tracebacks=False,
                 )
             except BaseException:

@@ -27,7 +27,7 @@ from typing import Any
 
 
 from ..config import HTTPSListener
-from ..listeners import bind_listener
+from ..listeners import ListenError, bind_listener
 from ..tunnels.takeover import UpgradeTask
 from .certs import Certificates
 
@@ -141,7 +141,10 @@ class HTTPSFront:
         self.listener = listener
         self.certificates = Certificates(listener)
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.sock = bind_listener(family, address, backlog)
+        try:
+            self.sock = bind_listener(family, address, backlog)
+        except OSError as exc:
+            raise ListenError("listen.https.address", address, exc) from None
         self.sock.setblocking(False)
         self.address = self.sock.getsockname()[:2]
         self.handshakes = 0  #: in progress now

@@ -99,16 +99,30 @@ def test_run_with_a_bad_config_exits_1_without_traceback(tmp_path: Path) -> None
     assert result.returncode == 1 and "listen.http[0]:" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_run_on_a_busy_port_says_so(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("key", "listeners"), [
+    ("listen.http", "listen: {{http: '127.0.0.1:{busy}'}}\n"),
+    ("admin.listen", "listen: {{http: '127.0.0.1:0'}}\nadmin: {{listen: '127.0.0.1:{busy}'}}\n"),
+    ("listen.https.address", "listen: {{http: '127.0.0.1:0', https: {{address: '127.0.0.1:{busy}', "
+                             "certificates: [{{cert: '{cert}', key: '{key}'}}]}}}}\n"),
+])
+def test_run_on_a_busy_port_names_the_listener_that_failed(tmp_path: Path, key: str, listeners: str) -> None:
     import socket
 
+    import trustme
+
+    leaf = trustme.CA().issue_cert("localhost")
+    cert, pem_key = tmp_path / "c.pem", tmp_path / "c.key"
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(pem_key))
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
+        port = busy.getsockname()[1]
         config = tmp_path / "busy.yaml"
-        config.write_text(f"listen: {{http: '127.0.0.1:{busy.getsockname()[1]}'}}\nroutes:\n  - respond: {{}}\n")
+        config.write_text(listeners.format(busy=port, cert=cert, key=pem_key) + "routes:\n  - respond: {}\n")
         result = cli("run", "--config", str(config))
-    assert result.returncode == 1 and "cannot listen on" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"error: {key}: cannot listen on 127.0.0.1:{port}: " in result.stderr, result.stderr
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="uses SIGINT to stop the demo")
