@@ -116,6 +116,7 @@ class UpstreamTLS:
     cert: str | None = None  #: client certificate (PEM, may hold the key) for mutual TLS
     key: str | None = None  #: its private key, if not in ``cert``
     verify: bool = True  #: false skips verification entirely (warned at start-up)
+    password: str | None = field(default=None, repr=False)  #: for an encrypted key; never printed
 
 
 @dataclass(frozen=True)

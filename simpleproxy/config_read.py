@@ -250,6 +250,7 @@ def _read_tls(s: Section) -> UpstreamTLS:
         cert=s.get("cert", to_readable_file, None),
         key=s.get("key", to_readable_file, None),
         verify=s.get("verify", to_bool, True),
+        password=s.get("password", to_text, None),
     )
     if tls.server_name is not None and not is_valid_host(tls.server_name):
         s.walker.error(s.key("server_name"), f"{tls.server_name!r} is not a host name")
@@ -261,11 +262,13 @@ def _read_tls(s: Section) -> UpstreamTLS:
             context.load_verify_locations(cafile=tls.ca)
     except (ssl.SSLError, ValueError) as exc:
         s.walker.error(s.key("ca"), f"not a PEM CA bundle ({getattr(exc, 'reason', None) or exc})")
-    try:
-        if tls.cert:
-            context.load_cert_chain(tls.cert, tls.key)
-    except (ssl.SSLError, ValueError) as exc:
-        s.walker.error(s.key("cert"), f"certificate and key do not load or do not match ({getattr(exc, 'reason', None) or exc})")
+    if tls.cert:
+        from .tls.certs import CertificateError, load_key_pair
+
+        try:
+            load_key_pair(context, tls.cert, tls.key, tls.password, s.path)
+        except CertificateError as exc:
+            s.walker.error(exc.key, str(exc))
     s.done()
     return tls
 

@@ -42,6 +42,51 @@ class CertificateError(ValueError):
         self.key = key
 
 
+class _NoPassword(Exception):
+    """Raised from OpenSSL's password callback: the key is encrypted and no password was given."""
+
+
+def _no_password() -> bytes:
+    # Without a callback OpenSSL asks on the terminal ("Enter PEM pass phrase:"), and a service
+    # would hang on it or fail with "Invalid argument"; never prompt.
+    raise _NoPassword
+
+
+def load_key_pair(context: ssl.SSLContext, certfile: str, keyfile: str | None, password: str | None,
+                  key: str) -> None:
+    """``context.load_cert_chain`` with errors a person can act on, each naming the key at fault:
+    ``key`` is the config key of the certificate entry (``https.certificates[0]``,
+    ``upstreams.api.tls``). A :class:`CertificateError` says which problem it is: an encrypted key
+    without ``password``, a wrong password, no private key in the file, a key that is not the
+    certificate's."""
+    keypath = keyfile or certfile
+    try:
+        context.load_cert_chain(certfile, keyfile, password=password if password is not None else _no_password)
+    except _NoPassword:
+        raise CertificateError(f"{key}.password", f"the key in {keypath} is encrypted: set password") from None
+    except OSError as exc:
+        if not isinstance(exc, ssl.SSLError):
+            raise CertificateError(f"{key}.cert", f"cannot read it: {exc.strerror or exc}") from None
+        reason = exc.reason or ""
+        if reason == "KEY_VALUES_MISMATCH":
+            raise CertificateError(f"{key}.key" if keyfile else f"{key}.cert",
+                                   "the private key is not the certificate's") from None
+        text = _pem_text(keypath)
+        if "PRIVATE KEY-----" not in text:
+            raise CertificateError(f"{key}.key" if keyfile else f"{key}.cert", f"no private key in {keypath}") from None
+        if password is not None and ("ENCRYPTED PRIVATE KEY-----" in text or "Proc-Type: 4,ENCRYPTED" in text):
+            raise CertificateError(f"{key}.password", f"wrong password for the key in {keypath}") from None
+        problem = reason or str(exc)
+        raise CertificateError(f"{key}.cert", f"certificate and key do not load ({problem})") from None
+
+
+def _pem_text(path: str) -> str:
+    try:
+        return Path(path).read_text("latin-1")
+    except OSError:
+        return ""
+
+
 def certificate_names(path: str) -> list[str]:
     """The DNS names a PEM certificate (its first one) is valid for, lower-cased."""
     decode = getattr(ssl._ssl, "_test_decode_cert", None)  # type: ignore[attr-defined]
@@ -80,13 +125,9 @@ def load_certificate(listener: HTTPSListener, cert: Certificate, key: str) -> tu
             with tempfile.NamedTemporaryFile("wb", suffix=".pem", delete=False) as out:
                 out.write(Path(cert.cert).read_bytes().rstrip(b"\n") + b"\n" + Path(cert.chain).read_bytes())
                 bundle = certfile = out.name
-        context.load_cert_chain(certfile, cert.key, password=cert.password)
-    except OSError as exc:
-        raise CertificateError(f"{key}.cert", f"cannot read it: {exc.strerror or exc}") from None
-    except ssl.SSLError as exc:
-        reason = getattr(exc, "reason", None) or str(exc)
-        where = f"{key}.key" if "KEY" in reason or "PRIVATE" in reason or "PEM" in reason and cert.key else f"{key}.cert"
-        raise CertificateError(where, f"certificate and key do not load or do not match ({reason})") from None
+        load_key_pair(context, certfile, cert.key, cert.password, key)
+    except OSError as exc:  # the certificate or the chain could not be read to join them
+        raise CertificateError(f"{key}.chain", f"cannot read {cert.cert} or {cert.chain}: {exc.strerror or exc}") from None
     finally:
         if bundle:
             os.unlink(bundle)

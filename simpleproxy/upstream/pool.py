@@ -284,7 +284,8 @@ class ServerPool:
 def _tls_options(tls: UpstreamTLS) -> dict[str, Any]:
     """urllib3's HTTPSConnectionPool arguments for an upstream's ``tls:`` section."""
     if not tls.verify:
-        return {"cert_reqs": "CERT_NONE", "assert_hostname": False, "cert_file": tls.cert, "key_file": tls.key}
+        return {"cert_reqs": "CERT_NONE", "assert_hostname": False, "cert_file": tls.cert, "key_file": tls.key,
+                "key_password": tls.password}
     return {
         "cert_reqs": "CERT_REQUIRED",
         "ca_certs": tls.ca,  # None: the system trust store
@@ -292,6 +293,7 @@ def _tls_options(tls: UpstreamTLS) -> dict[str, Any]:
         "assert_hostname": tls.server_name,  # and the name the certificate must carry
         "cert_file": tls.cert,
         "key_file": tls.key,
+        "key_password": tls.password,
     }
 
 
