@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .app import ProxyApp
 from .config import Config, load_config
+from .observe.accesslog import flush_all
 
 log = logging.getLogger("simpleproxy")
 
@@ -44,7 +47,27 @@ def _config_path() -> Path:
     return Path(named) if named else default_config_path()
 
 
+def _flush_logs_before_sigterm() -> None:
+    """Under a host that leaves SIGTERM to its default (``waitress-serve``), the process would die on
+    it without running atexit, and the access-log lines still queued would be lost: flush them,
+    then let SIGTERM do what it did. Hosts with a handler of their own (gunicorn) exit through
+    atexit, which flushes too; the handler is only installed from the main thread (the only one
+    that may), and not on Windows, where SIGTERM is never delivered."""
+    if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def flush_then_terminate(signum: int, frame: Any) -> None:
+        flush_all()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, flush_then_terminate)
+
+
 def _load(config: Config | str | Path) -> Config:
+    _flush_logs_before_sigterm()
     loaded = config if isinstance(config, Config) else load_config(config)
     ignored = [name for name, set_ in (
         ("listen.https", loaded.https is not None), ("admin.listen", loaded.admin.listen is not None),

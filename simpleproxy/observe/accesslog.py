@@ -17,11 +17,13 @@ a write and flush per request cost as much CPU as parsing the response head.
 
 from __future__ import annotations
 
+import atexit
 import collections
 import json
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -40,8 +42,27 @@ def _escaped(text: str) -> str:
     return text.translate(_ESCAPES)
 
 
+#: every access log that may hold queued lines, flushed when the process exits
+_LOGS: weakref.WeakSet[AccessLog] = weakref.WeakSet()
+
+
+def flush_all() -> None:
+    """Write the lines every access log still holds: at exit (atexit), and before a SIGTERM that
+    would end the process without it (wsgi.py, under hosts that leave SIGTERM to its default)."""
+    for log in list(_LOGS):
+        log.flush()
+
+
+atexit.register(flush_all)  # also in forked workers: the registration is inherited with the logs
+
+
 class AccessLog:
-    """Writes access lines to a text stream; ``AccessLog(None)`` writes nothing."""
+    """Writes access lines to a text stream; ``AccessLog(None)`` writes nothing.
+
+    Lines are queued and written by a background thread every ``flush_interval``,
+    a write per batch rather than per request; :func:`flush_all` writes what is
+    left when the process exits, so a request just before a stop is not lost.
+    """
 
     def __init__(self, stream: TextIO | None, flush_interval: float = 0.25, format: str = "combined") -> None:
         self.stream = stream
@@ -54,6 +75,8 @@ class AccessLog:
         self._owned = False
         self._flusher_generation = -1  # forks.generation when the flusher started
         self._closed = threading.Event()
+        if stream is not None:
+            _LOGS.add(self)
 
     @classmethod
     def to(cls, target: str, format: str = "combined") -> AccessLog:

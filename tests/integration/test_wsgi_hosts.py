@@ -458,3 +458,23 @@ print("child", os.waitstatus_to_exitcode(status))
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                              timeout=LONG_TIMEOUT)
     assert out.returncode == 0 and "child 0" in out.stdout, out.stdout + out.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("host", ["gunicorn", "waitress-serve"])
+def test_a_request_just_before_sigterm_is_in_the_access_log(tmp_path, backend, host) -> None:
+    """The access log writes its lines in batches; a stop right after a request must not lose its line."""
+    access = tmp_path / "access.log"
+    config = write_config(tmp_path, backend, log={"access": str(access), "format": "json"})
+    if host == "gunicorn":
+        if subprocess.run([sys.executable, "-c", "import gunicorn"]).returncode != 0:
+            pytest.skip("gunicorn is not installed")
+        server = gunicorn(config, "simpleproxy.wsgi:application", "sync", workers=1)
+    else:
+        server = HostProcess(["-m", "waitress", "--listen=127.0.0.1:0", "--call", "simpleproxy.wsgi:make_application"],
+                             config, r"Serving on http://127\.0\.0\.1:(\d+)")
+    response, _ = get(server.port, "/api/last-one")
+    rid = response.getheader("X-Request-Id")
+    server.stop()  # SIGTERM at once, well within the flush interval
+    logged = [json.loads(line) for line in access.read_text().splitlines()] if access.exists() else []
+    assert [entry["target"] for entry in logged if entry["request_id"] == rid] == ["/api/last-one"], logged
