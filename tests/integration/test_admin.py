@@ -9,6 +9,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,14 @@ def call(address: tuple[str, int], method: str, path: str, headers: dict | None 
         conn.close()
 
 
+def until_closed(server: ProxyServer) -> None:
+    """Ready-check: every client connection the proxy had is closed on its side too."""
+    deadline = time.monotonic() + LONG_TIMEOUT
+    while server.open_connections():
+        assert time.monotonic() < deadline, "client connections stayed open"
+        threading.Event().wait(0.01)
+
+
 def proxy_get(server: ProxyServer, path: str) -> int:
     return call(("127.0.0.1", server.addresses[0][1]), "GET", path)[0]
 
@@ -107,6 +117,7 @@ def test_metrics_parse_and_count_the_traffic_sent(tmp_path, backends, served) ->
     server = served(write(tmp_path / "c.yaml", backends().url))
     for path in ("/plain/a", "/plain/a", "/plain/b"):
         assert proxy_get(server, path) == 200
+    until_closed(server)  # the loop has seen each client's close
     status, body, headers = call(server.admin_address, "GET", "/metrics")
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
     families = {f.name: f for f in text_string_to_metric_families(body.decode())}

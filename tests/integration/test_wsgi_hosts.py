@@ -25,6 +25,7 @@ from wsgiref.validate import validator
 
 import pytest
 import yaml
+from waitress import wasyncore
 from waitress.server import create_server
 
 import simpleproxy
@@ -305,10 +306,26 @@ def test_under_waitress_serve_call(tmp_path, backend) -> None:
         host.stop()
 
 
-def _serve_in_thread(app: Any) -> tuple[Any, int]:
-    server = create_server(app, listen="127.0.0.1:0", threads=4)
-    threading.Thread(target=server.run, daemon=True).start()
-    return server, int(server.effective_port)
+class _Served:
+    """waitress serving an app from a thread of this process; :meth:`close` stops it from its own loop."""
+
+    def __init__(self, app: Any) -> None:
+        self.server = create_server(app, listen="127.0.0.1:0", threads=4)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        # Closing the sockets from this thread while the loop sits in select() on them makes
+        # select() fail in the loop's thread (EBADF); the loop closes them itself and then ends.
+        server = self.server
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+        self.thread.join(LONG_TIMEOUT)
+        server.task_dispatcher.shutdown()
+
+
+def _serve_in_thread(app: Any) -> tuple[_Served, int]:
+    served = _Served(app)
+    return served, int(served.server.effective_port)
 
 
 def test_as_middleware_in_front_of_a_plain_wsgi_app(tmp_path, backend) -> None:
