@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 import importlib.resources
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -58,9 +59,50 @@ def cmd_check(args: argparse.Namespace) -> int:
     if config is None:
         return 1
     print(f"{path}: configuration is valid")
-    print("listen: " + ", ".join(f"http://{h}:{p}" for h, p in config.listen))
+    print(describe_listeners(config))
     print(describe_routes(config))
+    for warning in certificate_warnings(config, time.time()):
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
+
+
+def _where(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def describe_listeners(config: Config) -> str:
+    """Every listener: plain HTTP, HTTPS with each certificate's names and expiry, the admin one."""
+    from .tls.certs import certificate_expiry, certificate_names
+
+    lines = ["listen: " + ", ".join(f"http://{_where(h, p)}" for h, p in config.listen)]
+    if config.https is not None:
+        https = config.https
+        lines.append("listen.https: " + ", ".join(f"https://{_where(h, p)}" for h, p in https.addresses)
+                     + f" (TLS {https.min_version}+, client certificates {https.client_auth})")
+        for i, cert in enumerate(https.certificates):
+            expires = time.strftime("%Y-%m-%d", time.gmtime(certificate_expiry(cert.cert)))
+            default = ", the default" if i == 0 else ""
+            lines.append(f"  certificates[{i}] {cert.cert}: {', '.join(certificate_names(cert.cert))}; "
+                         f"expires {expires}{default}")
+    if config.admin.listen is not None:
+        guard = "a bearer token" if config.admin.token else "loopback clients only"
+        lines.append(f"admin.listen: http://{_where(*config.admin.listen)} ({guard})")
+    return "\n".join(lines)
+
+
+def certificate_warnings(config: Config, now: float, within_days: int = 30) -> list[str]:
+    """Certificates that have expired or expire within ``within_days``, by their key."""
+    from .tls.certs import certificate_expiry
+
+    warnings = []
+    for i, cert in enumerate(config.https.certificates if config.https else ()):
+        left = (certificate_expiry(cert.cert) - now) / 86400
+        key = f"listen.https.certificates[{i}]"
+        if left < 0:
+            warnings.append(f"{key}: {cert.cert} expired {-left:.0f} days ago")
+        elif left < within_days:
+            warnings.append(f"{key}: {cert.cert} expires in {left:.0f} days")
+    return warnings
 
 
 def describe_routes(config: Config) -> str:
@@ -176,6 +218,8 @@ def serve(config: Config, what: str, path: str | None = None) -> int:
             shown = f"[{host}]" if ":" in host else host
             log.info("simpleproxy %s listening on %s://%s:%d (%s)", __version__, scheme, shown, port, what)
     (log.warning if binding.failed else log.info)("%s", binding.describe())
+    for warning in certificate_warnings(config, time.time()):
+        log.warning("%s", warning)
     try:
         server.serve_forever()
     except KeyboardInterrupt:  # pragma: no cover - waitress catches it first

@@ -87,15 +87,25 @@ def _pem_text(path: str) -> str:
         return ""
 
 
-def certificate_names(path: str) -> list[str]:
-    """The DNS names a PEM certificate (its first one) is valid for, lower-cased."""
+def _decoded(path: str) -> dict[str, Any]:
+    """A PEM certificate's fields (its first one), as ``getpeercert()`` gives them."""
     decode = getattr(ssl._ssl, "_test_decode_cert", None)  # type: ignore[attr-defined]
     if decode is None:  # pragma: no cover - every CPython from 3.3 to 3.13 has it
         raise CertificateError("cert", "this Python cannot read names from a certificate")
     try:
-        info = decode(path)
+        return decode(path)  # type: ignore[no-any-return]
     except (ssl.SSLError, OSError) as exc:
         raise CertificateError("cert", f"not a PEM certificate ({getattr(exc, 'reason', None) or exc})") from None
+
+
+def certificate_expiry(path: str) -> float:
+    """When a PEM certificate (its first one) stops being valid, in seconds since the epoch."""
+    return float(ssl.cert_time_to_seconds(_decoded(path)["notAfter"]))
+
+
+def certificate_names(path: str) -> list[str]:
+    """The DNS names a PEM certificate (its first one) is valid for, lower-cased."""
+    info = _decoded(path)
     names = [value.lower() for kind, value in info.get("subjectAltName", ()) if kind == "DNS"]
     if not names:
         names = [value.lower() for rdn in info.get("subject", ()) for key, value in rdn if key == "commonName"]

@@ -46,6 +46,34 @@ def test_check_prints_the_routes_it_understood(tmp_path: Path) -> None:
                      r"http://127\.0\.0\.1:9001, http://127\.0\.0\.1:9002\)  \[strip_prefix\]", result.stdout)
 
 
+def test_check_prints_every_listener_and_warns_of_certificates_about_to_expire(tmp_path: Path) -> None:
+    import datetime
+
+    import trustme
+
+    ca = trustme.CA()
+    soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=10, hours=1)
+    for stem, leaf in (("long", ca.issue_cert("app.example.com", "www.example.com")),
+                       ("soon", ca.issue_cert("old.example.com", not_after=soon))):
+        leaf.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / f"{stem}.pem"))
+    config = tmp_path / "tls.yaml"
+    config.write_text(
+        f"listen:\n  http: 127.0.0.1:8080\n  https:\n    address: 127.0.0.1:8443\n    certificates:\n"
+        f"      - {{cert: '{tmp_path / 'long.pem'}'}}\n      - {{cert: '{tmp_path / 'soon.pem'}'}}\n"
+        "admin: {listen: '127.0.0.1:9901'}\nroutes: [{respond: {}}]\n"
+    )
+    result = cli("check", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "listen: http://127.0.0.1:8080" in lines
+    assert "listen.https: https://127.0.0.1:8443 (TLS 1.2+, client certificates off)" in lines
+    assert re.search(r"^  certificates\[0\] .*long\.pem: app\.example\.com, www\.example\.com; expires \d{4}-\d\d-\d\d, the default$",
+                     result.stdout, re.M)
+    assert f"  certificates[1] {tmp_path / 'soon.pem'}: old.example.com; expires {soon:%Y-%m-%d}" in lines
+    assert "admin.listen: http://127.0.0.1:9901 (loopback clients only)" in lines
+    assert result.stderr.strip() == f"warning: listen.https.certificates[1]: {tmp_path / 'soon.pem'} expires in 10 days"
+
+
 def test_check_names_every_error_by_key_and_exits_1(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text(
