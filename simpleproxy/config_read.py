@@ -482,7 +482,10 @@ def _read_respond(s: Section) -> Respond:
 
 def _check_duplicate_routes(walker: Walker, routes: tuple[RouteConfig, ...]) -> None:
     seen: dict[tuple[str | None, str], str] = {}
+    refused = {problem.partition(":")[0] for problem in walker.problems}
     for route in routes:
+        if f"{route.key}.host" in refused or f"{route.key}.path" in refused:
+            continue  # read as the default after its own error: no second, false one
         earlier = seen.setdefault((route.host, route.path), route.key)
         if earlier != route.key:
             where = f"host {route.host!r}" if route.host else "any host"

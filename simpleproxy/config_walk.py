@@ -123,7 +123,7 @@ def to_access_target(value: object) -> str:
 def one_of(*choices: str) -> Callable[[object], str]:
     def convert(value: object) -> str:
         if value not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}{did_you_mean(str(value), choices)}")
         return str(value)
 
     return convert

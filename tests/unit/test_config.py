@@ -167,3 +167,14 @@ def test_the_shipped_default_configuration_loads() -> None:
     config = load_config(shipped_config_path())
     assert config.listen == (("127.0.0.1", 8080),)
     assert {route.path for route in config.routes} == {"/", "/app"}
+
+
+def test_an_invalid_path_is_reported_once_not_as_a_duplicate_too() -> None:
+    found = problems({**GOOD, "routes": [{"path": "/", "upstream": "api"}, {"path": "api", "upstream": "api"}]})
+    assert found == ["routes[1].path: 'api': a path prefix starts with / and has no query"]
+
+
+def test_a_misspelt_choice_gets_a_did_you_mean() -> None:
+    found = problems({**GOOD, "upstreams": {"api": {**GOOD["upstreams"]["api"], "balance": "roundrobin"}}})
+    assert found == ["upstreams.api.balance: expected one of round_robin, least_conn, random_two, first, hash, "
+                     "got 'roundrobin' (did you mean 'round_robin'?)"]
