@@ -68,3 +68,25 @@ def test_every_file_the_package_needs_is_installed() -> None:
         if path.is_file() and path.suffix not in (".py", ".pyc", ".png") and "__pycache__" not in path.parts:
             package = ".".join(path.parent.relative_to(ROOT).parts)
             assert re.search(rf'"{re.escape(package)}": \[[^]]*"\*{re.escape(path.suffix)}"', setup_py), path
+
+
+def test_the_readme_reference_configuration_passes_check_once_its_files_exist(tmp_path) -> None:
+    import trustme
+
+    from simpleproxy.config import parse_config
+
+    readme = (ROOT / "README.md").read_text()
+    reference = re.search(r"## Configuration\n\n```yaml\n(.*?)```", readme, re.S).group(1)  # type: ignore[union-attr]
+    assert "/etc/simpleproxy/app.pem" in reference  # the placeholders the README names
+    leaf = trustme.CA().issue_cert("app.example.com")
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "app.pem"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "app.key"))
+    config = parse_config(reference.replace("/etc/simpleproxy/", f"{tmp_path}/"))
+    assert [route.path for route in config.routes] == ["/api", "/static", "/"] and config.https is not None
+
+
+def test_the_welcome_page_says_where_it_comes_from_and_what_overrides_it() -> None:
+    config = load_config(ROOT / "conf" / "simpleproxy.yaml")
+    body = config.routes[-1].respond.body  # type: ignore[union-attr]
+    assert "shipped default configuration (conf/simpleproxy.yaml" in body
+    assert "simpleproxy.yaml in the directory you start" in body and "--config FILE" in body
