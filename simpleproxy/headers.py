@@ -33,6 +33,12 @@ _REBUILT = frozenset(
         # httpoxy: a "Proxy" field becomes HTTP_PROXY in CGI-style environments.
         "HTTP_PROXY",
     )
+) | frozenset(f"HTTP_{name}" for name in ("X_REAL_IP", "TRUE_CLIENT_IP", "X_CLIENT_IP", "CF_CONNECTING_IP"))
+#: Fields that name the client and that backends (and their frameworks) often believe: passed on
+#: only from a trusted proxy, which wrote them; from anyone else a client could claim any address.
+_CLIENT_FIELDS = (
+    ("HTTP_TRUE_CLIENT_IP", "True-Client-IP"), ("HTTP_X_CLIENT_IP", "X-Client-IP"),
+    ("HTTP_CF_CONNECTING_IP", "CF-Connecting-IP"),
 )
 _SKIP = _REBUILT | {"HTTP_" + name.upper().replace("-", "_") for name in HOP_BY_HOP}
 _NAME_CACHE_LIMIT = 4096
@@ -146,9 +152,13 @@ class ForwardingHeaders:
 
     def request_head(
         self, environ: dict[str, Any], method: str, target: str, host: str, client: str,
-        scheme: str, authority: str, body_length: int, request_id: str = "",
+        scheme: str, authority: str, body_length: int, request_id: str = "", client_ip: str = "",
     ) -> bytes:
-        """The request line and fields sent upstream, ending with the blank line."""
+        """The request line and fields sent upstream, ending with the blank line.
+
+        ``client`` is the direct peer; ``client_ip`` the client the proxy trusts (the peer,
+        or who a trusted proxy names), sent as ``X-Real-IP``.
+        """
         lines = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
         if request_id:
             lines.append(f"X-Request-Id: {request_id}\r\n")
@@ -163,6 +173,13 @@ class ForwardingHeaders:
                 lines.append(f"{name}: {environ[key]}\r\n")
 
         trusted = self.is_trusted(client)
+        real_ip = (trusted and environ.get("HTTP_X_REAL_IP")) or client_ip or client
+        lines.append(f"X-Real-IP: {real_ip}\r\n")
+        if trusted:
+            for key, name in _CLIENT_FIELDS:
+                value = environ.get(key)
+                if value is not None:
+                    lines.append(f"{name}: {value}\r\n")
         prior_for = environ.get("HTTP_X_FORWARDED_FOR") if trusted else None
         lines.append(f"X-Forwarded-For: {prior_for}, {client}\r\n" if prior_for else f"X-Forwarded-For: {client}\r\n")
         lines.append(f"X-Forwarded-Proto: {(trusted and environ.get('HTTP_X_FORWARDED_PROTO')) or scheme}\r\n")

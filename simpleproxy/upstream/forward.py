@@ -206,7 +206,7 @@ class UpstreamHandler:
         return self.headers.request_head(
             request.environ, request.method, target, host, request.client,
             request.scheme, request.authority, request.content_length if body is None else len(body),
-            request.request_id,
+            request.request_id, request.client_ip,
         )
 
     def _relay(self, server: ServerPool, conn: Any, response: ResponseHead, rest: bytes, request_started: float) -> Response:

@@ -73,6 +73,24 @@ def test_forwarding_headers_and_hop_by_hop_removal(backends, proxy) -> None:
     assert "X-Hop" not in headers and "Keep-Alive" not in headers
 
 
+FORGED = {"X-Real-IP": "6.6.6.6", "True-Client-IP": "6.6.6.7", "X-Client-IP": "6.6.6.8", "CF-Connecting-IP": "6.6.6.9"}
+
+
+def test_a_client_cannot_forge_the_fields_backends_take_for_its_address(backends, proxy) -> None:
+    p = proxy(single_upstream(backends().url))
+    headers = dict(json.loads(p.request("GET", "/", headers=FORGED)[1])["headers"])
+    assert headers["X-Real-IP"] == "127.0.0.1"  # the real client, not the one claimed
+    assert not {"True-Client-IP", "X-Client-IP", "CF-Connecting-IP"} & set(headers), headers
+
+
+def test_a_trusted_proxy_names_the_client_in_them(backends, proxy) -> None:
+    p = proxy({**single_upstream(backends().url), "headers": {"trusted_proxies": ["127.0.0.0/8"]}})
+    headers = dict(json.loads(p.request("GET", "/", headers=FORGED)[1])["headers"])
+    assert {name: headers[name] for name in FORGED} == FORGED  # written by a proxy we trust: kept
+    headers = dict(json.loads(p.request("GET", "/", headers={"X-Forwarded-For": "203.0.113.9"})[1])["headers"])
+    assert headers["X-Real-IP"] == "203.0.113.9"  # the client that proxy names
+
+
 def test_trusted_proxies_may_extend_the_chain(backends, proxy) -> None:
     p = proxy({**single_upstream(backends().url), "headers": {"trusted_proxies": ["127.0.0.0/8"], "forwarded": True}})
     headers = dict(json.loads(p.request("GET", "/", headers={"X-Forwarded-For": "203.0.113.9"})[1])["headers"])
