@@ -27,7 +27,7 @@ from .errors import Banned, ClientError, ProxyError, RateLimited, UriTooLong, WA
 from .headers import ForwardingHeaders
 from .observe.accesslog import AccessLog
 from .observe.metrics import RequestStats
-from .request import Request, locate
+from .request import Request, locate, refuse_ambiguous_path
 from .response import FixedResponder, Response, TunnelResponse
 from .ratelimit import build_limiters
 from .routing import Route, RouteTable
@@ -69,6 +69,7 @@ class ProxyState:
         self.config = config
         self.max_body = config.server.max_request_body
         self.max_uri = config.server.max_uri
+        self.reject_ambiguous_paths = config.server.reject_ambiguous_paths
         self.trusts_proxies = bool(config.headers.trusted_proxies)
         self.headers = ForwardingHeaders(config.headers)
         #: open WebSocket (upgraded) connections: carried over reloads, so they survive them
@@ -205,6 +206,8 @@ class ProxyApp:
                 state.bots.check(request.client_ip, environ, request.host)
             route = state.table.match(request.host, request.path)
             request.route = route
+            if state.reject_ambiguous_paths:
+                refuse_ambiguous_path(request.path, route.config)
             response = route.handler(request)
         except ProxyError as exc:
             response = self._error_response(exc, environ, request)

@@ -258,6 +258,8 @@ class RouteConfig:
     tunnel_idle_timeout: float = 60.0  #: a tunnel without a byte either way this long is closed (0: never)
     #: a text/event-stream response may go this long without a byte (instead of the read timeout)
     stream_timeout: float = 600.0
+    #: let %2F and %5C in paths through to this route's backend (server.reject_ambiguous_paths)
+    allow_encoded_slashes: bool = False
 
 
 @dataclass(frozen=True)
@@ -288,6 +290,9 @@ class ServerSettings:
     #: ``auto`` (the last CPU this process may use), ``none``, or a CPU number: the CPU that
     #: ``simpleproxy run`` binds its process to (see affinity.py for why one CPU)
     cpu_affinity: str | int = "auto"
+    #: 400 for paths a lenient backend could read outside their route: %2F, %5C or a backslash,
+    #: overlong or invalid UTF-8, a ';' on a dot segment (request.ambiguous_path)
+    reject_ambiguous_paths: bool = True
 
 
 @dataclass(frozen=True)

@@ -135,6 +135,7 @@ def _read_server(s: Section) -> ServerSettings:
         watch_config=s.get("watch_config", to_bool, d.watch_config),
         max_tunnels=s.get("max_tunnels", int_between(0, 1_000_000), d.max_tunnels),
         cpu_affinity=s.get("cpu_affinity", _cpu_affinity, d.cpu_affinity),
+        reject_ambiguous_paths=s.get("reject_ambiguous_paths", to_bool, d.reject_ambiguous_paths),
     )
     s.done()
     return settings
@@ -449,6 +450,7 @@ def _read_route(s: Section, upstream_names: dict) -> RouteConfig | None:
         max_tunnels=s.get("max_tunnels", int_between(0, 1_000_000), 0),
         tunnel_idle_timeout=s.get("tunnel_idle_timeout", parse_duration, 60.0),
         stream_timeout=s.get("stream_timeout", parse_duration, 600.0),
+        allow_encoded_slashes=s.get("allow_encoded_slashes", to_bool, False),
     )
     s.done()
     return route

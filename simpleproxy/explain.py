@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from .config import Config, RouteConfig, UpstreamConfig
 from .errors import ProxyError
-from .request import Request
+from .request import Request, refuse_ambiguous_path
 from .routing import Route, RouteTable
 from .security.waf import baseline_rules, waf_filter
 
@@ -38,6 +38,8 @@ def explain(config: Config, url: str, method: str = "GET", headers: dict[str, st
         request = Request(environ, config.server.max_request_body)
         out.append(f"  request   host {request.host!r}, path {request.path!r}" + (f", query {request.query!r}" if request.query else ""))
         route = table.match(request.host, request.path)
+        if config.server.reject_ambiguous_paths:
+            refuse_ambiguous_path(request.path, route.config)
     except ProxyError as exc:
         out.append(f"  answer    {exc.status} {exc.reason}: {exc.detail} (no backend is asked)")
         return exc.status, "\n".join(out)

@@ -14,7 +14,7 @@ import os
 import re
 import time
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote_to_bytes
 
 from . import forks
 from .errors import BadRequest, LengthRequired, TooLarge
@@ -79,6 +79,43 @@ def _remove_dot_segments(path: str) -> str:
     if segments[-1] in (".", ".."):
         kept.append("")  # "/a/b/.." is "/a/": the directory, not the file
     return "/" + "/".join(kept)
+
+
+def ambiguous_path(path: str, allow_encoded_slashes: bool = False) -> str | None:
+    """What in a normalised path a lenient backend could read as another path, or None.
+
+    Routing and upstream agree on the path (see :func:`normalize_path`), but
+    backends differ in what they decode afterwards: many decode ``%2F`` and
+    ``%5C`` into separators, take ``\\`` for ``/`` (Windows servers), accept
+    overlong UTF-8 (``%C0%AE`` for ``.``), or strip ``;`` parameters before
+    removing dot segments (Tomcat reads ``/api/..;/secret`` as ``/secret``). Any
+    of these lets a request routed to ``/api/`` be served from outside it.
+    ``allow_encoded_slashes`` lets ``%2F`` and ``%5C`` through, for backends
+    that need them (GitLab's project paths); the rest never have a use.
+    """
+    if "%" not in path and "\\" not in path and ";" not in path:
+        return None  # the common path: nothing to look at
+    if not allow_encoded_slashes:
+        if "%2F" in path:
+            return "an encoded slash (%2F)"
+        if "%5C" in path or "\\" in path:
+            return "a backslash"
+    if ";" in path or "%3B" in path:
+        for segment in path.split("/"):
+            if segment.replace("%3B", ";").partition(";")[0] in (".", "..") and segment not in (".", ".."):
+                return "a ';' parameter on a dot segment"
+    try:
+        unquote_to_bytes(path.encode("latin-1")).decode("utf-8")
+    except UnicodeDecodeError:
+        return "an overlong or invalid UTF-8 sequence"
+    return None
+
+
+def refuse_ambiguous_path(path: str, route: Any) -> None:
+    """BadRequest for a path :func:`ambiguous_path` finds (``server.reject_ambiguous_paths``)."""
+    reason = ambiguous_path(path, route.allow_encoded_slashes)
+    if reason is not None:
+        raise BadRequest(f"ambiguous path: {reason}, which a backend could read outside the route")
 
 
 def split_host(value: str) -> tuple[str, str] | None:
