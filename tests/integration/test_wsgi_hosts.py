@@ -315,12 +315,20 @@ class _Served:
         self.thread.start()
 
     def close(self) -> None:
-        # Closing the sockets from this thread while the loop sits in select() on them makes
-        # select() fail in the loop's thread (EBADF); the loop closes them itself and then ends.
+        # The worker threads first, while the loop still runs for them: a task that ends later
+        # would wake a trigger whose descriptor may by then belong to the next test's server.
+        # Then the sockets, closed by the loop itself: closing them from this thread while the
+        # loop sits in select() on them makes select() fail in the loop's thread (EBADF).
+        # The loop may run the thunk before pull_trigger() writes its byte (woken by another pull),
+        # and the thunk closes the trigger too: that write then fails, the work being done.
         server = self.server
-        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
-        self.thread.join(LONG_TIMEOUT)
         server.task_dispatcher.shutdown()
+        try:
+            server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+        except OSError:
+            pass
+        self.thread.join(LONG_TIMEOUT)
+        assert not self.thread.is_alive()
 
 
 def _serve_in_thread(app: Any) -> tuple[_Served, int]:
