@@ -9,11 +9,16 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import os
 import queue
 import socket
 import ssl
+import subprocess
+import sys
 import threading
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -215,6 +220,45 @@ class Proxy:
     def stop(self) -> None:
         self.server.stop()
         self._thread.join(SHORT_TIMEOUT)
+
+
+class RunProcess:
+    """``simpleproxy run`` in a child process on a free port, as a user starts it.
+
+    ``config`` is the YAML after the ``listen:`` line (the port is chosen here);
+    ``said`` holds what it logged up to its "listening on" line and the one after it.
+    """
+
+    def __init__(self, directory: Path, config: str) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        path = directory / "run.yaml"
+        path.write_text(f"listen: {{http: '127.0.0.1:{self.port}'}}\n{config}")
+        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+        self.proc = subprocess.Popen([sys.executable, "-m", "simpleproxy", "run", "--config", str(path)],
+                                     stderr=subprocess.PIPE, text=True, env=env)
+        self.said: list[str] = []
+        for line in self.proc.stderr:  # type: ignore[union-attr]
+            self.said.append(line)
+            if "listening on" in line:
+                self.said.append(self.proc.stderr.readline())  # type: ignore[union-attr]
+                break
+
+    @property
+    def started(self) -> bool:
+        return any("listening on" in line for line in self.said)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(LONG_TIMEOUT)
+        self.proc.stderr.close()  # type: ignore[union-attr]
+
+
+@pytest.fixture
+def run_process(tmp_path: Path) -> Iterator[Callable[[str], RunProcess]]:
+    yield from _started(partial(RunProcess, tmp_path))
 
 
 def _started(make: Callable[..., Any]) -> Iterator[Callable[..., Any]]:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,30 +10,14 @@ import pytest
 from conftest import LONG_TIMEOUT
 from simpleproxy.affinity import describe_cpus
 
-ROOT = Path(__file__).resolve().parents[2]
 ALLOWED = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
 
 pytestmark = pytest.mark.skipif(len(ALLOWED) < 2 or not Path("/proc/self/task").is_dir(),
                                 reason="needs Linux and two CPUs to choose from")
 
 
-def run(tmp_path: Path, affinity: str) -> tuple[subprocess.Popen, list[str]]:
-    """``simpleproxy run`` with ``server.cpu_affinity: affinity``; -> (the process, what it logged until it listened)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = tmp_path / "c.yaml"
-    config.write_text(f"listen: {{http: '127.0.0.1:{port}'}}\nserver: {{cpu_affinity: {affinity}, threads: 4}}\n"
-                      "routes: [{respond: {status: 200}}]\nlog: {access: 'off'}\n")
-    proc = subprocess.Popen([sys.executable, "-m", "simpleproxy", "run", "--config", str(config)],
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    said = []
-    for line in proc.stderr:  # type: ignore[union-attr]
-        said.append(line)
-        if "listening on" in line:
-            said.append(proc.stderr.readline())  # type: ignore[union-attr]  # then what it did about CPUs
-            break
-    return proc, said
+def config(affinity: str) -> str:
+    return f"server: {{cpu_affinity: {affinity}, threads: 4}}\nroutes: [{{respond: {{status: 200}}}}]\nlog: {{access: 'off'}}\n"
 
 
 def thread_cpus(pid: int) -> set[str]:
@@ -49,41 +30,22 @@ def thread_cpus(pid: int) -> set[str]:
     return lists
 
 
-def stop(proc: subprocess.Popen) -> None:
-    proc.kill()
-    proc.wait(LONG_TIMEOUT)
-    proc.stderr.close()  # type: ignore[union-attr]
+def test_auto_binds_every_thread_to_the_last_cpu(run_process) -> None:
+    proxy = run_process(config("auto"))
+    assert f"INFO simpleproxy: bound to CPU {ALLOWED[-1]} (auto: the last of CPUs {describe_cpus(ALLOWED)})" in proxy.said[-1]
+    assert len(list(Path(f"/proc/{proxy.proc.pid}/task").iterdir())) >= 5  # the loop and 4 workers
+    assert thread_cpus(proxy.proc.pid) == {str(ALLOWED[-1])}
 
 
-def test_auto_binds_every_thread_to_the_last_cpu(tmp_path) -> None:
-    proc, said = run(tmp_path, "auto")
-    try:
-        assert f"INFO simpleproxy: bound to CPU {ALLOWED[-1]} (auto: the last of CPUs {describe_cpus(ALLOWED)})" in said[-1]
-        assert len(list(Path(f"/proc/{proc.pid}/task").iterdir())) >= 5  # the loop and 4 workers
-        assert thread_cpus(proc.pid) == {str(ALLOWED[-1])}
-    finally:
-        stop(proc)
+def test_a_number_binds_to_that_cpu_and_none_to_nothing(run_process) -> None:
+    assert thread_cpus(run_process(config(str(ALLOWED[0]))).proc.pid) == {str(ALLOWED[0])}
+    unbound = run_process(config("none"))
+    assert "INFO simpleproxy: not bound to a CPU: server.cpu_affinity is none" in unbound.said[-1]
+    assert thread_cpus(unbound.proc.pid) == {describe_cpus(ALLOWED)}
 
 
-def test_a_number_binds_to_that_cpu_and_none_to_nothing(tmp_path) -> None:
-    proc, said = run(tmp_path, str(ALLOWED[0]))
-    try:
-        assert thread_cpus(proc.pid) == {str(ALLOWED[0])}
-    finally:
-        stop(proc)
-    proc, said = run(tmp_path, "none")
-    try:
-        assert "INFO simpleproxy: not bound to a CPU: server.cpu_affinity is none" in said[-1]
-        assert thread_cpus(proc.pid) == {describe_cpus(ALLOWED)}
-    finally:
-        stop(proc)
-
-
-def test_a_cpu_the_process_may_not_use_is_a_clear_error(tmp_path) -> None:
+def test_a_cpu_the_process_may_not_use_is_a_clear_error(run_process) -> None:
     missing = max(ALLOWED) + 1
-    proc, said = run(tmp_path, str(missing))
-    try:
-        assert proc.wait(LONG_TIMEOUT) == 1
-        assert f"server.cpu_affinity: CPU {missing} is not one this process may run on ({describe_cpus(ALLOWED)})" in "".join(said)
-    finally:
-        stop(proc)
+    proxy = run_process(config(str(missing)))
+    assert proxy.proc.wait(LONG_TIMEOUT) == 1 and not proxy.started
+    assert f"server.cpu_affinity: CPU {missing} is not one this process may run on ({describe_cpus(ALLOWED)})" in "".join(proxy.said)

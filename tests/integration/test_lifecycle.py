@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import http.client
-import os
 import queue
 import signal
 import socket
-import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 
 from conftest import LONG_TIMEOUT, SHORT_TIMEOUT, read_request, single_upstream
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def slow_backend(raw_backend, body: bytes = b"slow and whole"):
@@ -87,34 +82,20 @@ def test_a_drain_cuts_what_outlives_the_drain_time(raw_backend, proxy) -> None:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals; Windows uses Ctrl-Break")
-def test_sigterm_drains_then_exits_0(raw_backend, tmp_path) -> None:
+def test_sigterm_drains_then_exits_0(raw_backend, run_process) -> None:
     backend, arrived = slow_backend(raw_backend)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = tmp_path / "c.yaml"
-    config.write_text(f"listen: {{http: '127.0.0.1:{port}'}}\nupstreams: {{app: {{servers: ['{backend.url}']}}}}\n"
-                      "routes: [{upstream: app}]\nserver: {drain_time: 20s}\nlog: {access: 'off'}\n")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "simpleproxy", "run", "--config", str(config)],
-                            stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        for line in proc.stderr:  # type: ignore[union-attr]
-            if "listening on" in line:
-                break
-        results: list = []
-        client = threading.Thread(target=fetch, args=(port, results))
-        client.start()
-        assert arrived.get(timeout=LONG_TIMEOUT)
-        proc.send_signal(signal.SIGTERM)
-        for line in proc.stderr:  # type: ignore[union-attr]
-            if "draining" in line:
-                break
-        backend.release.set()
-        client.join(LONG_TIMEOUT)
-        assert results == [(200, b"slow and whole")]
-        assert proc.wait(LONG_TIMEOUT) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stderr.close()  # type: ignore[union-attr]
+    proxy = run_process(f"upstreams: {{app: {{servers: ['{backend.url}']}}}}\nroutes: [{{upstream: app}}]\n"
+                        "server: {drain_time: 20s}\nlog: {access: 'off'}\n")
+    assert proxy.started, "".join(proxy.said)
+    results: list = []
+    client = threading.Thread(target=fetch, args=(proxy.port, results))
+    client.start()
+    assert arrived.get(timeout=LONG_TIMEOUT)
+    proxy.proc.send_signal(signal.SIGTERM)
+    for line in proxy.proc.stderr:  # type: ignore[union-attr]
+        if "draining" in line:
+            break
+    backend.release.set()
+    client.join(LONG_TIMEOUT)
+    assert results == [(200, b"slow and whole")]
+    assert proxy.proc.wait(LONG_TIMEOUT) == 0

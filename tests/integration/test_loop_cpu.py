@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -26,7 +24,6 @@ import pytest
 
 from conftest import LONG_TIMEOUT, read_request
 
-ROOT = Path(__file__).resolve().parents[2]
 CONNECTIONS = 8
 REQUESTS_EACH = 40
 BACKEND_TIME = 0.020
@@ -75,41 +72,23 @@ def load(port: int, connections: int, each: int) -> None:
     assert not failures, failures[:3]
 
 
-def test_the_loop_thread_does_not_spin_while_requests_wait_on_the_backend(raw_backend, tmp_path) -> None:
+def test_the_loop_thread_does_not_spin_while_requests_wait_on_the_backend(raw_backend, run_process) -> None:
     def script(conn: socket.socket) -> None:
         while read_request(conn):
             time.sleep(BACKEND_TIME)  # the backend's own work, during which the proxy's loop should sleep
             conn.sendall(ANSWER)
 
     backend = raw_backend(script)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = tmp_path / "c.yaml"
     # The defaults a user runs with (cpu_affinity: auto among them) but the access log.
-    config.write_text(f"listen: {{http: '127.0.0.1:{port}'}}\nupstreams: {{app: {{servers: ['{backend.url}']}}}}\n"
-                      "routes: [{upstream: app}]\nlog: {access: 'off'}\n")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "simpleproxy", "run", "--config", str(config)],
-                            stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        said = []
-        for line in proc.stderr:  # type: ignore[union-attr]
-            said.append(line)
-            if "listening on" in line:
-                break
-        else:
-            pytest.fail("the proxy did not start:\n" + "".join(said))
-        load(port, CONNECTIONS, 5)  # warm: pooled upstream connections, worker threads
-        # `simpleproxy run` serves from its main thread: the loop thread's id is the process id.
-        before = thread_cpu_seconds(proc.pid, proc.pid)
-        load(port, CONNECTIONS, REQUESTS_EACH)
-        spent = thread_cpu_seconds(proc.pid, proc.pid) - before
-        per_request_us = spent / (CONNECTIONS * REQUESTS_EACH) * 1e6
-        assert per_request_us < LOOP_US_PER_REQUEST_BOUND, (
-            f"the loop thread spent {per_request_us:.0f} us of CPU per request (bound {LOOP_US_PER_REQUEST_BOUND:.0f})"
-        )
-    finally:
-        proc.kill()
-        proc.wait(LONG_TIMEOUT)
-        proc.stderr.close()  # type: ignore[union-attr]
+    proxy = run_process(f"upstreams: {{app: {{servers: ['{backend.url}']}}}}\nroutes: [{{upstream: app}}]\n"
+                        "log: {access: 'off'}\n")
+    assert proxy.started, "".join(proxy.said)
+    load(proxy.port, CONNECTIONS, 5)  # warm: pooled upstream connections, worker threads
+    # `simpleproxy run` serves from its main thread: the loop thread's id is the process id.
+    pid = proxy.proc.pid
+    before = thread_cpu_seconds(pid, pid)
+    load(proxy.port, CONNECTIONS, REQUESTS_EACH)
+    per_request_us = (thread_cpu_seconds(pid, pid) - before) / (CONNECTIONS * REQUESTS_EACH) * 1e6
+    assert per_request_us < LOOP_US_PER_REQUEST_BOUND, (
+        f"the loop thread spent {per_request_us:.0f} us of CPU per request (bound {LOOP_US_PER_REQUEST_BOUND:.0f})"
+    )
