@@ -1,6 +1,7 @@
 """A fast keep-alive HTTP/1.1 backend for benchmarks (asyncio, one thread).
 
 GET .../1k    1 KiB body
+GET .../1m    1 MiB body
 GET .../10m   10 MiB body
 GET .../300m  300 MiB body, streamed in 1 MiB writes with flow control
 GET .../50ms  1 KiB body after 50 ms (any number of milliseconds): a backend that does some work
@@ -17,7 +18,7 @@ import sys
 
 MIB = 1024 * 1024
 _CHUNK = b"x" * MIB
-SIZES = {b"1k": 1024, b"10m": 10 * MIB, b"300m": 300 * MIB}
+SIZES = {b"1k": 1024, b"1m": MIB, b"10m": 10 * MIB, b"300m": 300 * MIB}
 
 
 def _head(size: int) -> bytes:
