@@ -28,7 +28,8 @@ import ssl
 import time
 from typing import Any
 
-from waitress.channel import HTTPChannel
+from waitress.buffers import OverflowableBuffer, ReadOnlyFileBasedBuffer
+from waitress.channel import ClientDisconnected, HTTPChannel
 from waitress.task import ErrorTask
 
 from .errors import BadRequest, HeadTooLarge, NotImplementedHere, Overloaded, ProxyError, TooLarge
@@ -39,6 +40,34 @@ from .tunnels.takeover import UpgradeTask
 #: how long, and how much, a closing connection reads and discards after an error answer
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 1024 * 1024
+#: response bytes a connection keeps in memory; past them, waitress's buffers move to a temporary
+#: file (nginx keeps 64 KiB in its proxy_buffers, then writes a temporary file)
+IN_MEMORY = 64 * 1024
+#: the most offered to one send(); waitress offers the whole send buffer's size
+SEND_CHUNK = 256 * 1024
+
+
+class OutputBudget:
+    """All connections' response bytes waiting for their clients (``server.max_buffered_total``).
+
+    Summed over the channels by each server's maintenance pass, every second
+    (security/floods.py), so writing a response costs no shared counter; the
+    bound is kept to within a second's worth of writes.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._parts: dict[int, int] = {}
+        #: over the limit: a response may only buffer what fits in memory before its worker waits
+        self.over = False
+
+    def count(self, server: Any, channels: Any) -> None:
+        self._parts[id(server)] = sum(channel.total_outbufs_len for channel in channels)
+        self.over = sum(self._parts.values()) > self.limit
+
+    @property
+    def total(self) -> int:
+        return sum(self._parts.values())
 
 
 def proxy_error(error: Any, adj: Any) -> ProxyError:
@@ -91,6 +120,16 @@ class ProxyChannel(HTTPChannel):
     linger = False
     #: while lingering, when to give up reading (time.monotonic()); 0 when not lingering
     lingering_until = 0.0
+    #: response bytes sent to the client so far (the minimum response rate is measured on it)
+    bytes_sent = 0
+    #: (time.monotonic(), bytes_sent) when the rate is next measured from; None without waiting output
+    rate_mark: tuple[float, int] | None = None
+
+    def close(self) -> None:
+        """Every other way to close (close_all at a stop, waitress's own calls) ends as handle_close does:
+        the output buffers closed with the socket (a spilled one holds a temporary file) and a worker
+        waiting for this client woken."""
+        HTTPChannel.handle_close(self)
 
     def handle_close(self) -> None:
         """Closing after an error answer: first end our side and read what the client still sends.
@@ -132,22 +171,80 @@ class ProxyChannel(HTTPChannel):
             return True
         return self.total_outbufs_len and (self.loop_flushes or not self.requests)
 
+    def __init__(self, server: Any, sock: Any, addr: Any, adj: Any, map: Any = None) -> None:
+        HTTPChannel.__init__(self, server, sock, addr, adj, map)
+        # waitress offers send() as much as the socket's send buffer holds (4 MiB on Linux loopback),
+        # read from the output buffer (a file, once spilled) at every try: for a slow reader that
+        # takes a few hundred bytes, most of a response read again at each try.
+        self.sendbuf_len: int = min(int(self.sendbuf_len), SEND_CHUNK)
+
     def write_soon(self, data: Any) -> int:
-        written = HTTPChannel.write_soon(self, data)
-        if self.total_outbufs_len:  # the client's socket is full: hand the rest to the loop
-            with self.outbuf_lock:
-                if self.total_outbufs_len:
-                    self.loop_flushes = True
-            self.server.pull_trigger()
-        return written
+        """waitress's, but once the client's socket was full the loop sends the rest as it drains.
+
+        waitress's worker sends at once after every write; for a slow reader each such try
+        reads the waiting output back (from its file) to send nothing. Once a write leaves
+        bytes behind, :attr:`loop_flushes` is set under the lock and later writes only
+        append: the loop, which polls the socket, sends them when it can take them.
+        """
+        if not self.connected:
+            raise ClientDisconnected
+        if not data:
+            return 0
+        with self.outbuf_lock:
+            self._flush_outbufs_below_high_watermark()
+            if not self.connected:
+                raise ClientDisconnected
+            size = len(data)
+            if isinstance(data, ReadOnlyFileBasedBuffer):  # wsgi.file_wrapper
+                self.outbufs.append(data)
+                self.outbufs.append(OverflowableBuffer(self.adj.outbuf_overflow))
+                self.current_outbuf_count = 0
+            else:
+                if self.current_outbuf_count >= self.adj.outbuf_high_watermark:  # a new buffer now and then
+                    self.outbufs.append(OverflowableBuffer(self.adj.outbuf_overflow))
+                    self.current_outbuf_count = 0
+                self.outbufs[-1].append(data)
+                self.current_outbuf_count += size
+            self.total_outbufs_len += size
+            if self.loop_flushes:
+                return size  # the loop is sending as the client takes it
+            _, failed = self._flush_exception(self._flush_some, do_close=False)
+            if failed or self.total_outbufs_len:  # the client's socket is full: hand the rest to the loop
+                self.loop_flushes = True
+                self.server.pull_trigger()
+        return size
 
     def _flush_some(self, do_close: bool = True) -> bool:
-        """waitress's, clearing :attr:`loop_flushes` once everything is sent.
+        """waitress's, clearing :attr:`loop_flushes` once everything is sent and counting what was.
 
         Called with ``outbuf_lock`` held, or by the loop thread when no request
         is being served (no worker then touches the channel).
         """
+        waiting = self.total_outbufs_len
         sent = HTTPChannel._flush_some(self, do_close)
+        self.bytes_sent += waiting - self.total_outbufs_len
         if not self.total_outbufs_len:
             self.loop_flushes = False
         return sent
+
+    def _flush_outbufs_below_high_watermark(self) -> None:
+        """waitress's wait for a slow client, with the limit the output budget allows.
+
+        A response may wait for its client up to ``server.max_buffered_response``
+        (waitress's ``outbuf_high_watermark``), in memory up to IN_MEMORY and in a
+        temporary file past it, so the worker thread goes back to the pool at the
+        backend's speed however slowly the client reads; while all connections'
+        waiting output is over ``server.max_buffered_total``, only IN_MEMORY.
+        """
+        limit = IN_MEMORY if self.server.output_budget.over else self.adj.outbuf_high_watermark
+        if self.total_outbufs_len <= limit:
+            return
+        with self.outbuf_lock:
+            _, failed = self._flush_exception(self._flush_some, do_close=False)
+            if failed:  # the loop decides what to do (close, most likely); wait for it
+                self.server.pull_trigger()
+                self.outbuf_lock.wait()
+                return
+            while self.connected and self.total_outbufs_len > limit:
+                self.server.pull_trigger()
+                self.outbuf_lock.wait()

@@ -269,7 +269,9 @@ class ServerSettings:
     #: concurrent requests in flight (each holds one upstream connection): 64 pass 1,280 requests/s
     #: to a backend that takes 50 ms, where 16 capped it at 320 (README, server.threads)
     threads: int = 64
-    connection_limit: int = 1000  #: open client connections (waitress: 100, too few)
+    #: open client connections (waitress: 100, too few); at the limit the oldest idle ones or those
+    #: still sending a head are closed to let a new one in. Capped at 500 where there is no poll().
+    connection_limit: int = 10_000
     channel_timeout: float = 60.0  #: seconds an idle client connection is kept
     backlog: int = 1024  #: listen(2) queue
     max_request_body: int = 16 * 1024**2  #: larger bodies get 413 before any backend sees them
@@ -284,9 +286,18 @@ class ServerSettings:
     drain_time: float = 30.0
     watch_config: bool = False  #: reload when the configuration file changes (checked every second)
     max_tunnels: int = 1000  #: upgraded connections (WebSocket) open at once, all routes together
-    #: output buffered per connection before the app thread waits for the client;
-    #: keeps memory flat under many slow readers (waitress: 16 MiB).
-    outbuf_high_watermark: int = 1024**2
+    #: response bytes that may wait for a slow client, per connection, so that the worker thread
+    #: and the upstream connection are free at the backend's speed; past 64 KiB they wait in a
+    #: temporary file, not in memory. Past this, the worker waits for the client.
+    max_buffered_response: int = 64 * 1024**2
+    #: all connections' waiting response bytes together; past it the connections reading the slowest
+    #: are closed, and meanwhile a response may only buffer what fits in memory (64 KiB)
+    max_buffered_total: int = 1024**3
+    #: bytes per second a request (head and body) must arrive at, after ``min_rate_grace``; 0: no minimum
+    min_request_rate: int = 1024
+    #: bytes per second a client must read a waiting response at, measured over ``min_rate_grace``
+    min_response_rate: int = 1024
+    min_rate_grace: float = 5.0  #: seconds before, and over which, the minimum rates are measured
     #: ``auto`` (the last CPU this process may use), ``none``, or a CPU number: the CPU that
     #: ``simpleproxy run`` binds its process to (see affinity.py for why one CPU)
     cpu_affinity: str | int = "auto"

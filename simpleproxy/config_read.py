@@ -130,15 +130,29 @@ def _read_server(s: Section) -> ServerSettings:
         header_timeout=s.get("header_timeout", to_positive_duration, d.header_timeout),
         max_connections_per_client=s.get("max_connections_per_client", int_between(0, 1_000_000), d.max_connections_per_client),
         max_queue=s.get("max_queue", int_between(0, 1_000_000), d.max_queue),
-        outbuf_high_watermark=s.get("outbuf_high_watermark", parse_size, d.outbuf_high_watermark),
+        max_buffered_response=s.get("max_buffered_response", parse_size, d.max_buffered_response),
+        max_buffered_total=s.get("max_buffered_total", parse_size, d.max_buffered_total),
+        min_request_rate=s.get("min_request_rate", _rate, d.min_request_rate),
+        min_response_rate=s.get("min_response_rate", _rate, d.min_response_rate),
+        min_rate_grace=s.get("min_rate_grace", to_positive_duration, d.min_rate_grace),
         drain_time=s.get("drain_time", parse_duration, d.drain_time),
         watch_config=s.get("watch_config", to_bool, d.watch_config),
         max_tunnels=s.get("max_tunnels", int_between(0, 1_000_000), d.max_tunnels),
         cpu_affinity=s.get("cpu_affinity", _cpu_affinity, d.cpu_affinity),
         reject_ambiguous_paths=s.get("reject_ambiguous_paths", to_bool, d.reject_ambiguous_paths),
     )
+    if s.has("outbuf_high_watermark"):  # a key of earlier releases: say what took its place
+        s.taken.add("outbuf_high_watermark")
+        s.walker.error(s.key("outbuf_high_watermark"),
+                       "replaced by server.max_buffered_response (what a response may buffer for a slow client)")
     s.done()
     return settings
+
+
+def _rate(value: object) -> int:
+    """``1KiB/s``, ``512B/s``, a size or a bare number of bytes per second; 0 switches the minimum off."""
+    text = value[:-2] if isinstance(value, str) and value.endswith("/s") else value
+    return parse_size(text)
 
 
 def _cpu_affinity(value: object) -> str | int:

@@ -24,11 +24,11 @@ from waitress.server import BaseWSGIServer, create_server
 from waitress import wasyncore
 
 from .app import ProxyApp
-from .channel import ProxyChannel
+from .channel import IN_MEMORY, OutputBudget, ProxyChannel
 from .config import Config, load_config
 from .errors import ConfigError
 from .listeners import bind_all
-from .security.floods import Shedder, guarded_channel_class, install_head_deadline
+from .security.floods import Shedder, guarded_channel_class, install_guards
 from .tls.front import HTTPSFront, tls_channel_class
 from .upstream.forward import UpstreamBodyAborted
 
@@ -87,9 +87,10 @@ def waitress_settings(config: Config) -> dict[str, Any]:
         "backlog": s.backlog,
         "max_request_body_size": s.max_request_body,
         "max_request_header_size": s.max_request_header,
-        "outbuf_high_watermark": s.outbuf_high_watermark,
-        # Spool output to disk only well past the point where the app thread waits.
-        "outbuf_overflow": max(2 * s.outbuf_high_watermark, 1024**2),
+        # What a response may buffer for a slow client before its worker waits (channel.py)...
+        "outbuf_high_watermark": s.max_buffered_response,
+        # ...and what of it stays in memory: the rest waits in a temporary file.
+        "outbuf_overflow": IN_MEMORY,
         "ident": "simpleproxy",
         # The maintenance pass (idle connections, the request-head deadline) runs every second.
         "cleanup_interval": 1,
@@ -124,9 +125,12 @@ class ProxyServer:
         settings = config.server
         channel_class = guarded_channel_class(ProxyChannel, settings.max_connections_per_client)
         self.shedder = Shedder(settings.max_queue) if settings.max_queue else None
+        #: all connections' response bytes waiting for their clients (server.max_buffered_total)
+        self.output_budget = OutputBudget(settings.max_buffered_total)
         for server in self.servers:
             server.channel_class = channel_class
-            install_head_deadline(server, settings.header_timeout)
+            server.output_budget = self.output_budget  # what each channel consults (channel.py)
+            install_guards(server, settings, self.output_budget)
             if self.shedder is not None:
                 self.shedder.install(server)
         self._stopped = threading.Event()

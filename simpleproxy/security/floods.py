@@ -1,11 +1,16 @@
 """Floods and slow clients, at the connection level, before any request reaches the app.
 
 waitress resets a connection's inactivity timer with every byte, so a client
-sending its request head one byte a second (slowloris) is never cut off, and
-its own connection limit is global, so one client may hold every slot. Here:
+sending its request head one byte a second (slowloris), or its body (slow
+body), is never cut off; a worker waits for a client that reads slowly (slow
+read); and at its connection limit waitress stops accepting until a connection
+times out, so idle or slow ones lock new clients out. Here:
 
-- a deadline for the whole request head (``server.header_timeout``), counted
-  from its first byte, checked by waitress's maintenance pass (every second);
+- slow-client guards run by waitress's maintenance pass (every second,
+  :func:`install_guards`): a deadline for the whole request head
+  (``server.header_timeout``), minimum request and response rates, the output
+  budget, and room made at the connection limit (channel.py keeps slow readers
+  from holding worker threads at all);
 - at most ``server.max_connections_per_client`` open connections per peer
   address; the next one gets a 503 and is closed;
 - load shedding: when more than ``server.max_queue`` requests wait for a
@@ -16,15 +21,20 @@ its own connection limit is global, so one client may hold every slot. Here:
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from functools import partial
 from typing import Any, Callable
 
 from waitress.task import ThreadedTaskDispatcher
+
 from waitress.utilities import Error
 
 log = logging.getLogger("simpleproxy.floods")
+
+#: connections accepted at most per pass of waitress's loop
+ACCEPT_BATCH = 64
 
 _REFUSED = (
     b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n"
@@ -88,27 +98,142 @@ def guarded_channel_class(base: type, per_client: int) -> type:
     return GuardedChannel
 
 
-def install_head_deadline(server: Any, timeout: float) -> None:
-    """Close connections whose current request head is not complete ``timeout`` after its first byte."""
-    original = server.maintenance
+def install_guards(server: Any, settings: Any, budget: Any) -> None:
+    """The slow-client defences on a waitress server, run by its maintenance pass every second.
+
+    - a request head not complete ``header_timeout`` after its first byte is cut (slowloris);
+    - a request (head and body) arriving slower than ``min_request_rate`` after
+      ``min_rate_grace`` is cut: the idle timer alone restarts with every byte, so a
+      body trickled a byte every few seconds would hold its connection for ever;
+    - a client reading a waiting response slower than ``min_response_rate``, measured
+      over ``min_rate_grace``, is cut (slow read): its worker was freed long ago
+      (channel.py buffers the response), but the connection and the buffer were not;
+    - the output budget is summed (``max_buffered_total``, channel.OutputBudget);
+    - at ``connection_limit``, the oldest connections that sit idle between requests or
+      have not sent a whole request head are closed, so that a new client gets in
+      (waitress alone stops accepting until one times out).
+    """
+    original_maintenance, original_readable = server.maintenance, server.readable
+    head_timeout, grace = settings.header_timeout, settings.min_rate_grace
+    request_rate, response_rate = settings.min_request_rate, settings.min_response_rate
+    limit = server.adj.connection_limit
+    evict_at_once = max(1, limit // 100)
 
     def maintenance(now: float) -> None:
-        original(now)
+        original_maintenance(now)
         monotonic = time.monotonic()
-        cutoff = monotonic - timeout
-        for channel in list(server.active_channels.values()):
-            if channel.lingering_until and channel.lingering_until < monotonic:  # channel.py's lingering close
-                channel.will_close = True
+        channels = list(server.active_channels.values())
+        budget.count(server, channels)
+        for channel in channels:
+            if channel.will_close:
                 continue
-            request = channel.request
-            started = getattr(request, "started", None)
-            # Not while an earlier request of the same connection is served: cutting would cut its answer.
-            if (started is not None and not request.headers_finished and started < cutoff
-                    and not channel.will_close and not channel.requests):
-                log.info("closed a connection from %s: request head not complete after %gs", channel.addr[0], timeout)
-                channel.will_close = True
+            if channel.lingering_until:  # channel.py's lingering close
+                if channel.lingering_until < monotonic:
+                    channel.will_close = True
+                continue
+            why = _too_slow(channel, monotonic, head_timeout, grace, request_rate, response_rate)
+            if why:
+                log.info("closed a connection from %s: %s", channel.addr[0], why)
+                _cut(channel)
+        if budget.over:
+            _shed_slowest_readers(channels, budget, monotonic)
 
+    def readable() -> bool:
+        if len(server._map) >= limit:  # waitress would stop accepting: make room first
+            _evict(server, evict_at_once)
+        return bool(original_readable())
+
+    def handle_accept() -> None:
+        # waitress accepts one connection per pass of its loop, and each pass costs a call per
+        # open connection: a burst of N new ones cost N passes. Take what the backlog holds.
+        for _ in range(ACCEPT_BATCH):
+            before = len(server._map)
+            original_accept()
+            if len(server._map) <= before or len(server._map) >= limit:
+                return
+
+    original_accept = server.handle_accept
     server.maintenance = maintenance
+    server.readable = readable
+    server.handle_accept = handle_accept
+
+
+def _too_slow(channel: Any, now: float, head_timeout: float, grace: float, request_rate: int,
+              response_rate: int) -> str:
+    """Why a connection is too slow to keep ("" if it is not); updates its response-rate mark."""
+    request = channel.request
+    if request is not None and not channel.requests:  # a request arriving, none in progress before it
+        elapsed = now - request.started
+        if not request.headers_finished and elapsed > head_timeout:
+            return f"request head not complete after {head_timeout:g}s"
+        received = request.header_bytes_received + request.body_bytes_received
+        if request_rate and elapsed > grace and received < request_rate * elapsed:
+            return f"request arriving at {received / elapsed:.0f} bytes/s, under server.min_request_rate"
+    if not channel.total_outbufs_len:
+        channel.rate_mark = None
+        return ""
+    mark = channel.rate_mark
+    if mark is None:
+        channel.rate_mark = (now, channel.bytes_sent)
+    elif now - mark[0] >= grace:
+        rate = (channel.bytes_sent - mark[1]) / (now - mark[0])
+        if response_rate and rate < response_rate:
+            return f"response read at {rate:.0f} bytes/s, under server.min_response_rate"
+        channel.rate_mark = (now, channel.bytes_sent)
+    return ""
+
+
+def _shed_slowest_readers(channels: list, budget: Any, now: float) -> None:
+    """Over ``max_buffered_total``: close the connections reading their waiting output the slowest,
+    until what waits is back under nine tenths of the budget. Their workers are long gone; what
+    they hold is memory and disk, and new responses would otherwise have to wait for slow clients."""
+    def rate(channel: Any) -> float:
+        mark = channel.rate_mark
+        return (channel.bytes_sent - mark[1]) / max(now - mark[0], 1e-3) if mark else float("inf")
+
+    waiting = sorted((c for c in channels if c.total_outbufs_len and not c.will_close), key=rate)
+    excess = budget.total - budget.limit * 9 // 10
+    shed = 0
+    for channel in waiting:
+        if excess <= 0:
+            break
+        excess -= channel.total_outbufs_len
+        shed += 1
+        _cut(channel)
+    if shed:
+        log.warning("waiting responses over server.max_buffered_total (%d bytes): closed the %d connections "
+                    "reading the slowest", budget.limit, shed)
+
+
+def _cut(channel: Any) -> None:
+    """Close a connection from the maintenance pass, whether or not its socket can take more output.
+
+    waitress closes a ``will_close`` channel when the loop finds it writable, which
+    a slow reader's full socket never becomes; shutting the socket down both ways
+    makes it report a hang-up at once, and the loop closes it in its next pass (the
+    descriptor stays the channel's until then, so no event can reach another one).
+    """
+    channel.will_close = True
+    try:
+        channel.socket.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _evict(server: Any, count: int) -> None:
+    """Close the ``count`` oldest connections that are idle between requests or still sending a head."""
+    candidates = [
+        channel for channel in list(server.active_channels.values())
+        if not channel.will_close and not channel.requests and not channel.total_outbufs_len
+        and (channel.request is None or not channel.request.headers_finished)
+    ]
+    if not candidates:
+        return
+    candidates.sort(key=lambda channel: channel.last_activity)
+    for channel in candidates[:count]:
+        channel.will_close = True  # closed by the loop in this same pass (writable, then handle_write)
+    log.warning("connection limit (%d) reached: closing %d idle connections or unfinished request heads, "
+                "oldest first", server.adj.connection_limit, min(count, len(candidates)))
 
 
 class Shedder:

@@ -4,7 +4,7 @@ The loop is asked to write a channel's output only when it can act on it;
 while a worker is sending its own output, stock waitress reported the channel
 writable and the loop spun (issue 21). And when a client reads slowly, the
 loop must still drain what the worker could not send, or a worker waiting at
-``outbuf_high_watermark`` would wait for ever.
+``server.max_buffered_response`` would wait for ever.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 
 from conftest import LONG_TIMEOUT, read_request, single_upstream
-from simpleproxy.channel import ProxyChannel
+from simpleproxy.channel import OutputBudget, ProxyChannel
 from simpleproxy.config import config_from_dict
 from simpleproxy.server import waitress_settings
 
@@ -30,6 +30,7 @@ class Server:
     def __init__(self) -> None:
         self.active_channels: dict = {}
         self.triggers = 0
+        self.output_budget = OutputBudget(1024**3)
 
     def pull_trigger(self) -> None:
         self.triggers += 1
@@ -96,7 +97,7 @@ def test_a_client_that_stops_reading_still_gets_every_byte(raw_backend, proxy) -
             conn.sendall(block)
 
     watermark = 256 * 1024
-    p = proxy({**single_upstream(raw_backend(large).url), "server": {"outbuf_high_watermark": watermark}})
+    p = proxy({**single_upstream(raw_backend(large).url), "server": {"max_buffered_response": watermark}})
     conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=LONG_TIMEOUT)
     conn.request("GET", "/big")
     response = conn.getresponse()

@@ -40,12 +40,12 @@ def test_ordinary_requests_still_parse() -> None:
 def test_settings_handed_to_waitress(monkeypatch) -> None:
     config = config_from_dict({
         "listen": {"http": ["127.0.0.1:8080", "[::1]:8081"]},
-        "server": {"threads": 8, "connection_limit": 2000, "outbuf_high_watermark": "1MiB"},
+        "server": {"threads": 8, "connection_limit": 2000, "max_buffered_response": "1MiB"},
         "routes": [{"respond": {}}],
     })
     settings = waitress_settings(config)
     assert "listen" not in settings  # the proxy binds its sockets itself (listeners.py)
-    assert settings["threads"] == 8 and settings["outbuf_high_watermark"] == 1024**2
+    assert settings["threads"] == 8 and settings["outbuf_high_watermark"] == 1024**2 and settings["outbuf_overflow"] == 64 * 1024
     Adjustments(**settings)  # waitress accepts every key
     monkeypatch.delattr(select, "poll", raising=False)  # as on Windows
     windows = waitress_settings(config)
