@@ -12,6 +12,13 @@ nginx terminating TLS in front of the same asyncio backend:
 and, for the README's design note, plain HTTP through a byte-for-byte relay
 (benchmarks/relay.py) in front of the same proxy: the least a relay design,
 one that decrypts and then forwards plaintext to waitress over a socket, would add.
+3. CPU per new connection (``--cpu-seconds``, 0 skips it): ``openssl s_time`` opens
+   connections one after another, each sending one GET of 1 KiB, full handshakes
+   (``-new``) and resumed ones (``-reuse``), TLS 1.3 and 1.2, with an ECDSA P-256 and
+   an RSA 2048 certificate; the server's CPU (all its threads, from /proc) divided by
+   the connections made, beside nginx's worker with the same certificate, and how
+   many reconnections resumed. Plain HTTP connections (one request each) are measured
+   the same way, as the floor under every TLS figure.
 Nothing pinned (simpleproxy binds itself to one CPU); ``--pin`` puts the servers on
 CPU 0 and wrk and the backend on CPU 1, as benchmarks/run.py does. Needs
 wrk (built with OpenSSL, as Debian's is) and trustme (``pip install .[test]``).
@@ -22,9 +29,11 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -48,12 +57,122 @@ def _wrk(port: int, scheme: str, connections: int, duration: float, close: bool)
     return {"rps": float(rps.group(1)), "errors": errors.group(0) if errors else ""}
 
 
+def _cpu_seconds(pid: int) -> float:
+    return sum(bench.thread_cpu(pid).values())
+
+
+def _nginx_worker(master: subprocess.Popen) -> int:
+    """nginx's one worker process: the child of the master (the master itself handles no traffic)."""
+    children = Path(f"/proc/{master.pid}/task/{master.pid}/children")
+    for _ in range(100):
+        pids = children.read_text().split() if children.exists() else []
+        if pids:
+            return int(pids[0])
+        time.sleep(0.05)
+    return master.pid
+
+
+def _s_time(port: int, version: str | None, reuse: bool, seconds: float) -> tuple[int, int]:
+    """``openssl s_time``: connections made one after another and how many of them resumed.
+
+    Every connection sends one HTTP/1.0 GET and reads the answer to its end; with
+    ``-reuse`` each offers the session of the first, printing ``r`` for a resumed one
+    and ``*`` for a full handshake. ``version`` None means plain TCP: the same GET
+    over a new connection, counted by a loop of our own."""
+    if version is None:
+        count, deadline = 0, time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                sock.sendall(b"GET /bench/1k HTTP/1.0\r\n\r\n")
+                while sock.recv(65536):
+                    pass
+            count += 1
+        return count, 0
+    cmd = ["openssl", "s_time", "-connect", f"127.0.0.1:{port}", "-www", "/bench/1k", "-time", str(max(1, round(seconds))),
+           "-reuse" if reuse else "-new", f"-tls{version.replace('.', '_')}"]
+    out = subprocess.run(bench.pinned(1, cmd), capture_output=True, text=True, timeout=seconds + 30).stdout
+    made = re.search(r"(\d+) connections in [\d.]+s", out)
+    if not made:
+        raise RuntimeError(f"openssl s_time failed:\n{out[-2000:]}")
+    marks = "".join(line for line in out.splitlines() if set(line) <= {"r", "*"})
+    return int(made.group(1)), marks.count("r")
+
+
+def handshake_cpu(args: argparse.Namespace, workdir: Path, backend_port: int) -> None:
+    """Section 3: CPU per new connection, simpleproxy beside nginx, per key type and handshake kind."""
+    import trustme
+
+    kinds = [("TLS 1.3 full", "1.3", False), ("TLS 1.3 resumed", "1.3", True),
+             ("TLS 1.2 full", "1.2", False), ("TLS 1.2 resumed", "1.2", True)]
+    rows: dict[tuple[str, str], dict[str, tuple[float, int, int]]] = {}
+    for key_name, key_type in (("ECDSA P-256", trustme.KeyType.ECDSA), ("RSA 2048", trustme.KeyType.RSA)):
+        ca = trustme.CA(key_type=key_type)
+        leaf = ca.issue_cert("bench.example", "127.0.0.1", key_type=key_type)
+        cert, key = workdir / f"{key_type.name}.pem", workdir / f"{key_type.name}.key"
+        leaf.cert_chain_pems[0].write_to_path(str(cert))
+        leaf.private_key_pem.write_to_path(str(key))
+        servers: dict[str, tuple[subprocess.Popen, int, int, int]] = {}  # name -> (proc, cpu pid, https, http)
+        procs: list[subprocess.Popen] = []
+        try:
+            http_port, https_port = bench.free_port(), bench.free_port()
+            config = workdir / f"cpu-{key_type.name}.yaml"
+            config.write_text(
+                f"listen:\n  http: 127.0.0.1:{http_port}\n  https:\n    address: 127.0.0.1:{https_port}\n"
+                f"    certificates: [{{cert: '{cert}', key: '{key}'}}]\n"
+                f"server: {{threads: {args.threads}}}\n"
+                f"upstreams: {{app: {{servers: ['http://127.0.0.1:{backend_port}']}}}}\n"
+                f"routes: [{{upstream: app}}]\nlog: {{access: '{workdir / 'access.log'}'}}\n"
+            )
+            proc, _ = bench.start_simpleproxy(config)
+            procs.append(proc)
+            bench.wait_port(https_port)
+            servers["simpleproxy"] = (proc, proc.pid, https_port, http_port)
+            if not args.skip_nginx:
+                ng_https = bench.free_port()
+                ng = bench.start_nginx(workdir, backend_port,
+                                       server=f"listen 127.0.0.1:{ng_https} ssl; ssl_certificate {cert}; "
+                                              f"ssl_certificate_key {key}; ssl_protocols TLSv1.2 TLSv1.3;")
+                if ng is not None:
+                    procs.append(ng[0])
+                    bench.wait_port(ng_https)
+                    servers["nginx"] = (ng[0], _nginx_worker(ng[0]), ng_https, ng[1])
+            for name, (_, pid, https, http) in servers.items():
+                _s_time(https, "1.3", False, 1)  # warm up: imports, pools, the backend connection
+            samples: dict[tuple[str, str, str], list[tuple[float, int, int]]] = {}
+            for _ in range(args.rounds):  # the servers in turn, so that drift in the machine hits both
+                for label, version, reuse in kinds + [("plain HTTP", None, False)]:
+                    for name, (_, pid, https, http) in servers.items():
+                        before = _cpu_seconds(pid)
+                        made, resumed = _s_time(http if version is None else https, version, reuse, args.cpu_seconds)
+                        used = _cpu_seconds(pid) - before
+                        samples.setdefault((key_name if version else "no TLS", label, name), []).append(
+                            (used / max(made, 1) * 1e6, made, resumed))
+            for (row, label, name), values in samples.items():
+                rows.setdefault((row, label), {})[name] = sorted(values)[len(values) // 2]
+        finally:
+            bench.stop_all(procs)
+    print(f"\nCPU per new connection (one 1 KiB GET each), us of server CPU, medians of {args.rounds} runs of "
+          f"openssl s_time for {args.cpu_seconds:g}s each, {bench.pinning_note()}")
+    for (key_name, label), by_server in rows.items():
+        ours = by_server.get("simpleproxy")
+        line = f"  {key_name:12} {label:16}"
+        for name, (us, made, resumed) in by_server.items():
+            line += f"  {name} {us:7.0f}"
+            if "resumed" in label:
+                line += f" ({resumed}/{made - 1} resumed)"
+        if ours and "nginx" in by_server:
+            line += f"  = {ours[0] / by_server['nginx'][0]:.2f}x nginx"
+        print(line)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--skip-nginx", action="store_true")
+    parser.add_argument("--cpu-seconds", type=float, default=2.0, help="per CPU-per-connection figure; 0 skips them")
+    parser.add_argument("--only-cpu", action="store_true", help="only the CPU per new connection")
     bench.add_pin_option(parser)
     args = parser.parse_args()
     bench.use_pinning(args.pin)
@@ -72,6 +191,9 @@ def main() -> int:
         leaf.private_key_pem.write_to_path(str(key))
         backend, backend_port = bench.start([sys.executable, str(HERE / "backend.py")], cpu=1)
         procs.append(backend)
+        if args.only_cpu:
+            handshake_cpu(args, workdir, backend_port)
+            return 0
         http_port, https_port = bench.free_port(), bench.free_port()
         config = workdir / "simpleproxy.yaml"
         config.write_text(
@@ -126,6 +248,10 @@ def main() -> int:
                     ratios = sorted(a / b for a, b in zip(samples[(name, what)], samples[(plain, what)], strict=True))
                     line += f"  {ratios[len(ratios) // 2]:.2f} of {plain}"
                 print(line + (f"  {errors[(name, what)]}" if errors[(name, what)] else ""))
+        bench.stop_all(procs[1:])  # the backend stays for the CPU figures
+        del procs[1:]
+        if args.cpu_seconds > 0:
+            handshake_cpu(args, workdir, backend_port)
     finally:
         bench.stop_all(procs)
         shutil.rmtree(workdir, ignore_errors=True)

@@ -129,6 +129,10 @@ class ProxyChannel(HTTPChannel):
         """Every other way to close (close_all at a stop, waitress's own calls) ends as handle_close does:
         the output buffers closed with the socket (a spilled one holds a temporary file) and a worker
         waiting for this client woken."""
+        self.close_now()
+
+    def close_now(self) -> None:
+        """waitress's close: buffers closed, a waiting worker woken, the socket closed (TLS: tls/front.py)."""
         HTTPChannel.handle_close(self)
 
     def handle_close(self) -> None:
@@ -152,7 +156,7 @@ class ProxyChannel(HTTPChannel):
                 self._lingered = 0
                 self.will_close = self.close_when_flushed = False
                 return
-        HTTPChannel.handle_close(self)
+        self.close_now()
 
     def handle_read(self) -> None:
         if not self.lingering_until:
@@ -164,7 +168,7 @@ class ProxyChannel(HTTPChannel):
             data = b""
         self._lingered += len(data)
         if not data or self._lingered > LINGER_BYTES or time.monotonic() > self.lingering_until:
-            HTTPChannel.handle_close(self)
+            self.close_now()
 
     def writable(self) -> Any:
         if self.will_close or self.close_when_flushed:

@@ -144,6 +144,33 @@ def test_tls_1_3_only_when_asked(tmp_path, ca, backends, proxy) -> None:
     assert refused("a.example", https_port(p), tls12) is not None
 
 
+def _get_to_the_end(port: int, context: ssl.SSLContext, session: ssl.SSLSession | None) -> ssl.SSLSocket:
+    """One GET with Connection: close, read to the server's close, which must be a clean one."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=LONG_TIMEOUT)
+    sock = context.wrap_socket(raw, server_hostname="a.example", session=session, suppress_ragged_eofs=False)
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n")
+    answer = b""
+    while chunk := sock.recv(65536):  # an end without close_notify raises SSLEOFError here
+        answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    return sock
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_a_reconnecting_client_resumes_its_session(tmp_path, ca, backends, proxy, version) -> None:
+    """The server ends each connection with close_notify, so the session stays resumable (TLS 1.2:
+    the session ticket or cache; TLS 1.3: the tickets sent after the handshake)."""
+    p = proxy(https_config(backends("A").url, [write_cert(ca, tmp_path, "a", "a.example")]))
+    context = client_context(ca, minimum_version=version, maximum_version=version)
+    context.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)  # as OpenSSL's own clients: a truncation
+    session = None
+    for attempt in range(3):
+        with _get_to_the_end(https_port(p), context, session) as sock:
+            assert sock.version() == ("TLSv1.3" if version == ssl.TLSVersion.TLSv1_3 else "TLSv1.2")
+            assert sock.session_reused is (attempt > 0), attempt
+            session = sock.session
+
+
 class CapturingApp(ProxyApp):
     environs: list[dict[str, Any]] = []
 
