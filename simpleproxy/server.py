@@ -181,16 +181,12 @@ class ProxyServer:
         return [front.address for front in self.fronts]
 
     def _adopt(self, sock: Any, addr: Any) -> None:
-        """From the TLS thread: make an established connection a waitress channel, in the loop's thread."""
+        """In the loop's thread: make a connection whose TLS handshake is done a waitress channel."""
         server = self.servers[0]
-
-        def create() -> None:
-            if len(self._map) >= server.adj.connection_limit:
-                sock.close()  # as waitress stops accepting at its connection limit
-                return
-            self._tls_channel(server, sock, addr, server.adj, map=self._map)
-
-        server.trigger.pull_trigger(create)
+        if len(self._map) >= server.adj.connection_limit:
+            sock.close()  # as waitress stops accepting at its connection limit
+            return
+        self._tls_channel(server, sock, addr, server.adj, map=self._map)
 
     def open_connections(self) -> int:
         return len(self._channels())
@@ -215,12 +211,12 @@ class ProxyServer:
             return
         self._draining.set()
         self.app.state.tunnels.draining = True  # new upgrades get 503; open tunnels get the drain time
-        for front in self.fronts:
-            front.stop()
 
         def close_listeners() -> None:
             for server in self.servers:  # the listening socket only; the loop's trigger stays
                 wasyncore.dispatcher.close(server)
+            for front in self.fronts:
+                front.close()
             self._close_idle()
             self.listeners_closed.set()
 
@@ -321,7 +317,7 @@ class ProxyServer:
     def serve_forever(self) -> None:
         """Serve until :meth:`stop`, Ctrl-C or SIGTERM; then close the pools."""
         for front in self.fronts:
-            front.start(self._adopt)
+            front.start(self._adopt, self._map)
         if self.app.config.server.watch_config and self.config_path is not None:
             threading.Thread(target=self._watch, name="simpleproxy-watch", daemon=True).start()
         if self.admin is not None:
@@ -330,7 +326,7 @@ class ProxyServer:
             self._server.run()
         finally:
             for front in self.fronts:
-                front.stop()
+                front.close()
             if self.admin is not None:
                 admin = self.admin
                 try:  # closed from its own loop's thread, as stop() does for the main one

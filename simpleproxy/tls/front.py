@@ -1,10 +1,10 @@
 """The HTTPS front: accept, handshake, then hand the connection to waitress.
 
-Handshakes run on one thread of their own with non-blocking sockets and a
-selector, each with a deadline (``handshake_timeout``) and at most
-``max_handshakes`` at once: a flood of half-open connections costs a slot
-each until its deadline, never a thread, and past the bound new connections
-are closed at once while established ones keep being served.
+Handshakes run in waitress's own loop on non-blocking sockets, each with a
+deadline (``handshake_timeout``) and at most ``max_handshakes`` at once: a
+flood of half-open connections costs a slot each until its deadline, never a
+thread, and past the bound new connections are closed at once while
+established ones keep being served.
 
 An established connection becomes a waitress channel like any accepted
 socket (created in waitress's own loop thread), so the same app serves it in
@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import errno
 import logging
-import selectors
 import socket
 import ssl
-import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
+from waitress import wasyncore
 
 from ..config import HTTPSListener
 from ..listeners import ListenError, bind_listener
@@ -151,7 +150,16 @@ def tls_channel_class(base_channel: type) -> type:
 
 
 class HTTPSFront:
-    """Accepts and handshakes TLS connections on one thread, then gives them to waitress."""
+    """The HTTPS listener, inside waitress's loop: accepts, handshakes without blocking, then
+    makes each established connection a waitress channel.
+
+    Handshakes once ran on a thread of their own, handing each connection to the
+    loop through waitress's trigger: with the process bound to one CPU that bought
+    no parallelism, only two more threads to wake per connection (the trigger's
+    pipe, the GIL passing back and forth), about a fifth of a new connection's CPU.
+    In the loop, a handshake is one more non-blocking socket among the rest, as
+    nginx runs them in its event loop.
+    """
 
     def __init__(self, listener: HTTPSListener, address: tuple[str, int], backlog: int) -> None:
         self.listener = listener
@@ -163,117 +171,139 @@ class HTTPSFront:
             raise ListenError("listen.https.address", address, exc) from None
         self.sock.setblocking(False)
         self.address = self.sock.getsockname()[:2]
-        self.handshakes = 0  #: in progress now
         self.refused = 0  #: connections closed because max_handshakes were in progress
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self.sock, selectors.EVENT_READ, None)
-        self._stop = threading.Event()
-        self._waker_r, self._waker_w = socket.socketpair()
-        self._waker_r.setblocking(False)
-        self._selector.register(self._waker_r, selectors.EVENT_READ, "wake")
-        self._handoff: Any = None
+        #: handshakes in progress: the dispatcher of each, by itself
+        self.pending: dict[_Handshake, None] = {}
+        self._acceptor: _Acceptor | None = None
 
-    def start(self, handoff: Any) -> threading.Thread:
-        """Serve on a thread; ``handoff(ssl_socket, addr)`` receives each established connection."""
-        self._handoff = handoff
-        thread = threading.Thread(target=self._run, name="simpleproxy-tls", daemon=True)
-        thread.start()
-        return thread
+    @property
+    def handshakes(self) -> int:
+        """Handshakes in progress now."""
+        return len(self.pending)
 
-    def stop(self) -> None:
-        self._stop.set()
-        try:
-            self._waker_w.send(b"x")
-        except OSError:
-            pass
+    def start(self, adopt: Callable[[ssl.SSLSocket, Any], None], map: dict) -> None:
+        """Serve from waitress's loop (``map``); ``adopt(ssl_socket, addr)`` makes each
+        established connection a channel, called in the loop's thread."""
+        self._acceptor = _Acceptor(self, adopt, map)
 
-    # ------------------------------------------------------------------ the handshake loop
-
-    def _run(self) -> None:
-        pending: dict[ssl.SSLSocket, tuple[Any, float]] = {}  # socket -> (client address, deadline)
-        timeout = self.listener.handshake_timeout
-        reload_every = self.listener.reload_interval
-        next_check = time.monotonic() + reload_every if reload_every else float("inf")
-        try:
-            while not self._stop.is_set():
-                now = time.monotonic()
-                wait = min([deadline for _, deadline in pending.values()] + [next_check]) - now
-                for key, _ in self._selector.select(max(0.0, min(wait, 1.0))):
-                    if key.data == "wake":
-                        self._waker_r.recv(64)
-                    elif key.data is None:
-                        self._accept(pending, timeout)
-                    else:
-                        self._step(key.fileobj, pending)  # type: ignore[arg-type]
-                now = time.monotonic()
-                for sock, (_, deadline) in list(pending.items()):
-                    if deadline <= now:
-                        log.debug("TLS handshake with %s timed out", pending[sock][0][0])
-                        self._drop(sock, pending)
-                if now >= next_check:
-                    next_check = now + reload_every
-                    self.certificates.reload_if_changed()
-        finally:
-            for sock in list(pending):
-                self._drop(sock, pending)
-            self._selector.close()
+    def close(self) -> None:
+        """Stop accepting and drop the handshakes in progress; in the loop's thread, or once it ended."""
+        if self._acceptor is not None:
+            self._acceptor.close()
+        else:
             self.sock.close()
-            self._waker_r.close()
-            self._waker_w.close()
+        for handshake in list(self.pending):
+            handshake.drop()
 
-    def _accept(self, pending: dict, timeout: float) -> None:
-        for _ in range(64):  # drain the backlog a little at a time
+
+class _Acceptor(wasyncore.dispatcher):
+    """The HTTPS listening socket in waitress's loop; also watches the handshakes' deadlines
+    and the certificate files, from :meth:`readable`, which the loop asks at every pass."""
+
+    def __init__(self, front: HTTPSFront, adopt: Callable[[ssl.SSLSocket, Any], None], map: dict) -> None:
+        wasyncore.dispatcher.__init__(self, front.sock, map)
+        self.accepting = True
+        self.front, self.adopt = front, adopt
+        reload_every = front.listener.reload_interval
+        self._next_reload_check = time.monotonic() + reload_every if reload_every else float("inf")
+
+    def readable(self) -> bool:
+        front = self.front
+        now = time.monotonic()
+        if front.pending:
+            for handshake in [h for h in front.pending if h.deadline <= now]:
+                log.debug("TLS handshake with %s timed out", handshake.peer[0])
+                handshake.drop()
+        if now >= self._next_reload_check:
+            self._next_reload_check = now + front.listener.reload_interval
+            front.certificates.reload_if_changed()
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    def handle_accept(self) -> None:
+        front = self.front
+        for _ in range(64):  # what the backlog holds, a bounded number at a time
             try:
-                conn, addr = self.sock.accept()
+                conn, addr = self.socket.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     log.warning("cannot accept a TLS connection: %s", exc.strerror)
                 return
-            if len(pending) >= self.listener.max_handshakes:
-                self.refused += 1
+            if len(front.pending) >= front.listener.max_handshakes:
+                front.refused += 1
                 conn.close()
                 continue
-            conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
-                tls = self.certificates.context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+                tls = front.certificates.context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
             except OSError:
                 conn.close()
                 continue
-            pending[tls] = (addr, time.monotonic() + timeout)
-            self.handshakes = len(pending)
-            self._selector.register(tls, selectors.EVENT_READ, "tls")
-            self._step(tls, pending)
+            _Handshake(front, tls, addr, self.adopt, self._map).step()
 
-    def _step(self, sock: ssl.SSLSocket, pending: dict) -> None:
+    def handle_error(self) -> None:
+        log.exception("the HTTPS listener failed to accept")
+
+
+class _Handshake(wasyncore.dispatcher):
+    """One TLS handshake in progress: polled for what OpenSSL wants next, until it is done,
+    fails, or reaches its deadline; then the socket becomes a channel (or is closed)."""
+
+    def __init__(self, front: HTTPSFront, sock: ssl.SSLSocket, addr: Any,
+                 adopt: Callable[[ssl.SSLSocket, Any], None], map: dict) -> None:
+        wasyncore.dispatcher.__init__(self, sock, map)
+        self.front, self.peer, self.adopt = front, addr, adopt
+        self.deadline = time.monotonic() + front.listener.handshake_timeout
+        self.wants_write = False
+        self.done = False
+        front.pending[self] = None
+
+    def readable(self) -> bool:
+        return not self.wants_write
+
+    def writable(self) -> bool:
+        return self.wants_write
+
+    def step(self) -> None:
+        if self.done:  # the loop may still report the socket for this pass: it is a channel's now
+            return
         try:
-            sock.do_handshake()
+            self.socket.do_handshake()
         except ssl.SSLWantReadError:
-            self._selector.modify(sock, selectors.EVENT_READ, "tls")
+            self.wants_write = False
             return
         except ssl.SSLWantWriteError:
-            self._selector.modify(sock, selectors.EVENT_WRITE, "tls")
+            self.wants_write = True
             return
         except (ssl.SSLError, OSError) as exc:
-            log.debug("TLS handshake with %s failed: %s", pending[sock][0][0], getattr(exc, "reason", None) or exc)
-            self._drop(sock, pending)
+            log.debug("TLS handshake with %s failed: %s", self.peer[0], getattr(exc, "reason", None) or exc)
+            self.drop()
             return
-        addr, _ = pending.pop(sock)
-        self.handshakes = len(pending)
-        self._selector.unregister(sock)
+        self.done = True
+        self.front.pending.pop(self, None)
+        self.del_channel()  # the socket stays open: it is handed over
         try:
-            self._handoff(sock, addr)
+            self.adopt(self.socket, self.peer)
         except Exception:
             log.exception("could not hand a TLS connection to the server")
-            sock.close()
+            self.socket.close()
 
-    def _drop(self, sock: ssl.SSLSocket, pending: dict) -> None:
-        pending.pop(sock, None)
-        self.handshakes = len(pending)
-        try:
-            self._selector.unregister(sock)
-        except (KeyError, ValueError):
-            pass
-        sock.close()
+    handle_read = handle_write = step
+
+    def handle_close(self) -> None:
+        if not self.done:
+            self.drop()
+
+    def handle_error(self) -> None:
+        if not self.done:
+            log.debug("TLS handshake with %s failed", self.peer[0], exc_info=True)
+            self.drop()
+
+    def drop(self) -> None:
+        self.done = True
+        self.front.pending.pop(self, None)
+        self.close()
