@@ -287,12 +287,12 @@ class ServerSettings:
     watch_config: bool = False  #: reload when the configuration file changes (checked every second)
     max_tunnels: int = 1000  #: upgraded connections (WebSocket) open at once, all routes together
     #: response bytes that may wait for a slow client, per connection, so that the worker thread
-    #: and the upstream connection are free at the backend's speed; past 64 KiB they wait in a
+    #: and the upstream connection are free at the backend's speed; past 1 MiB they wait in a
     #: temporary file, not in memory. Past this, the worker waits for the client.
     max_buffered_response: int = 64 * 1024**2
     #: all connections' waiting response bytes together; past it the connections reading the slowest
-    #: are closed, and meanwhile a response may only buffer what fits in memory (64 KiB)
-    max_buffered_total: int = 1024**3
+    #: are closed, and meanwhile a response may only buffer what fits in memory (1 MiB)
+    max_buffered_total: int = 256 * 1024**2
     #: bytes per second a request (head and body) must arrive at, after ``min_rate_grace``; 0: no minimum
     min_request_rate: int = 1024
     #: bytes per second a client must read a waiting response at, measured over ``min_rate_grace``

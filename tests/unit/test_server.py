@@ -45,7 +45,7 @@ def test_settings_handed_to_waitress(monkeypatch) -> None:
     })
     settings = waitress_settings(config)
     assert "listen" not in settings  # the proxy binds its sockets itself (listeners.py)
-    assert settings["threads"] == 8 and settings["outbuf_high_watermark"] == 1024**2 and settings["outbuf_overflow"] == 64 * 1024
+    assert settings["threads"] == 8 and settings["outbuf_high_watermark"] == 1024**2 and settings["outbuf_overflow"] == 1024**2
     Adjustments(**settings)  # waitress accepts every key
     monkeypatch.delattr(select, "poll", raising=False)  # as on Windows
     windows = waitress_settings(config)
