@@ -61,7 +61,7 @@ class OutputBudget:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._parts: dict[int, int] = {}
-        #: over the limit: a response may only buffer what fits in memory before its worker waits
+        #: over the limit: the maintenance pass closes the slowest readers
         self.over = False
 
     def count(self, server: Any, channels: Any) -> None:
@@ -235,15 +235,18 @@ class ProxyChannel(HTTPChannel):
         return sent
 
     def _flush_outbufs_below_high_watermark(self) -> None:
-        """waitress's wait for a slow client, with the limit the output budget allows.
+        """waitress's wait for a slow client, only past ``server.max_buffered_response``.
 
         A response may wait for its client up to ``server.max_buffered_response``
         (waitress's ``outbuf_high_watermark``), in memory up to IN_MEMORY and in a
         temporary file past it, so the worker thread goes back to the pool at the
-        backend's speed however slowly the client reads; while all connections'
-        waiting output is over ``server.max_buffered_total``, only IN_MEMORY.
+        backend's speed however slowly the client reads. All connections' waiting
+        output (``server.max_buffered_total``) is kept in bounds by closing the
+        slowest readers (security/floods.py), never by making workers wait: waiting
+        at 1 MiB while over the budget let 64 slow readers hold every thread, and an
+        ordinary client failed under slowhttptest's slow-read attack.
         """
-        limit = IN_MEMORY if self.server.output_budget.over else self.adj.outbuf_high_watermark
+        limit = self.adj.outbuf_high_watermark
         if self.total_outbufs_len <= limit:
             return
         with self.outbuf_lock:

@@ -291,7 +291,7 @@ class ServerSettings:
     #: temporary file, not in memory. Past this, the worker waits for the client.
     max_buffered_response: int = 64 * 1024**2
     #: all connections' waiting response bytes together; past it the connections reading the slowest
-    #: are closed, and meanwhile a response may only buffer what fits in memory (1 MiB)
+    #: are closed (checked every second; no worker waits for a slow client because of it)
     max_buffered_total: int = 256 * 1024**2
     #: bytes per second a request (head and body) must arrive at, after ``min_rate_grace``; 0: no minimum
     min_request_rate: int = 1024

@@ -129,7 +129,6 @@ class ProxyServer:
         self.output_budget = OutputBudget(settings.max_buffered_total)
         for server in self.servers:
             server.channel_class = channel_class
-            server.output_budget = self.output_budget  # what each channel consults (channel.py)
             install_guards(server, settings, self.output_budget)
             if self.shedder is not None:
                 self.shedder.install(server)

@@ -19,7 +19,7 @@ from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 
 from conftest import LONG_TIMEOUT, read_request, single_upstream
-from simpleproxy.channel import OutputBudget, ProxyChannel
+from simpleproxy.channel import ProxyChannel
 from simpleproxy.config import config_from_dict
 from simpleproxy.server import waitress_settings
 
@@ -30,7 +30,6 @@ class Server:
     def __init__(self) -> None:
         self.active_channels: dict = {}
         self.triggers = 0
-        self.output_budget = OutputBudget(1024**3)
 
     def pull_trigger(self) -> None:
         self.triggers += 1

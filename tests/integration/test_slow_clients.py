@@ -177,3 +177,22 @@ def test_with_5000_idle_keep_alive_connections_a_new_client_is_served_within_a_s
         for sock in idle:
             sock.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_over_the_output_budget_the_slowest_readers_are_closed(raw_backend, proxy, caplog) -> None:
+    caplog.set_level(logging.INFO, "simpleproxy.floods")
+    size = 16 * MIB  # each waits for its client less what the kernel's socket buffers hold (a few MiB)
+    p = proxy({**single_upstream(large_backend(raw_backend, size).url),
+               "server": {"threads": 1, "max_buffered_total": "16MiB", "min_response_rate": 0}})
+    readers = []
+    for _ in range(3):  # 3 x 16 MiB asked by clients that read nothing, against a budget of 16
+        reader = small_receiver()
+        reader.settimeout(LONG_TIMEOUT)
+        reader.connect(("127.0.0.1", p.port))
+        reader.sendall(b"GET /large HTTP/1.1\r\nHost: h\r\n\r\n")
+        readers.append(reader)
+        assert p.request("GET", "/small")[1] == b"ok"  # the one worker was not kept waiting for it
+    until(lambda: any("over server.max_buffered_total" in r.getMessage() for r in caplog.records), "never shed")
+    until(lambda: p.server.open_connections() <= 1, "the slowest readers stayed open")  # one response fits 0.9 x 16
+    for reader in readers:
+        reader.close()
