@@ -57,6 +57,23 @@ def _wrk(port: int, scheme: str, connections: int, duration: float, close: bool)
     return {"rps": float(rps.group(1)), "errors": errors.group(0) if errors else ""}
 
 
+def start_https_proxy(workdir: Path, name: str, cert: Path, key: Path, threads: int,
+                      backend_port: int) -> tuple[subprocess.Popen, int, int]:
+    """simpleproxy with plain HTTP and HTTPS listeners in front of the backend -> (process, http, https port)."""
+    http_port, https_port = bench.free_port(), bench.free_port()
+    config = workdir / f"{name}.yaml"
+    config.write_text(
+        f"listen:\n  http: 127.0.0.1:{http_port}\n  https:\n    address: 127.0.0.1:{https_port}\n"
+        f"    certificates: [{{cert: '{cert}', key: '{key}'}}]\n"
+        f"server: {{threads: {threads}}}\n"
+        f"upstreams: {{app: {{servers: ['http://127.0.0.1:{backend_port}']}}}}\n"
+        f"routes: [{{upstream: app}}]\nlog: {{access: '{workdir / 'access.log'}'}}\n"
+    )
+    proc, _ = bench.start_simpleproxy(config)
+    bench.wait_port(https_port)
+    return proc, http_port, https_port
+
+
 def _cpu_seconds(pid: int) -> float:
     return sum(bench.thread_cpu(pid).values())
 
@@ -114,18 +131,9 @@ def handshake_cpu(args: argparse.Namespace, workdir: Path, backend_port: int) ->
         servers: dict[str, tuple[subprocess.Popen, int, int, int]] = {}  # name -> (proc, cpu pid, https, http)
         procs: list[subprocess.Popen] = []
         try:
-            http_port, https_port = bench.free_port(), bench.free_port()
-            config = workdir / f"cpu-{key_type.name}.yaml"
-            config.write_text(
-                f"listen:\n  http: 127.0.0.1:{http_port}\n  https:\n    address: 127.0.0.1:{https_port}\n"
-                f"    certificates: [{{cert: '{cert}', key: '{key}'}}]\n"
-                f"server: {{threads: {args.threads}}}\n"
-                f"upstreams: {{app: {{servers: ['http://127.0.0.1:{backend_port}']}}}}\n"
-                f"routes: [{{upstream: app}}]\nlog: {{access: '{workdir / 'access.log'}'}}\n"
-            )
-            proc, _ = bench.start_simpleproxy(config)
+            proc, http_port, https_port = start_https_proxy(workdir, f"cpu-{key_type.name}", cert, key, args.threads,
+                                                            backend_port)
             procs.append(proc)
-            bench.wait_port(https_port)
             servers["simpleproxy"] = (proc, proc.pid, https_port, http_port)
             if not args.skip_nginx:
                 ng_https = bench.free_port()
@@ -194,18 +202,8 @@ def main() -> int:
         if args.only_cpu:
             handshake_cpu(args, workdir, backend_port)
             return 0
-        http_port, https_port = bench.free_port(), bench.free_port()
-        config = workdir / "simpleproxy.yaml"
-        config.write_text(
-            f"listen:\n  http: 127.0.0.1:{http_port}\n  https:\n    address: 127.0.0.1:{https_port}\n"
-            f"    certificates: [{{cert: '{cert}', key: '{key}'}}]\n"
-            f"server: {{threads: {args.threads}}}\n"
-            f"upstreams: {{app: {{servers: ['http://127.0.0.1:{backend_port}']}}}}\n"
-            f"routes: [{{upstream: app}}]\nlog: {{access: '{workdir / 'access.log'}'}}\n"
-        )
-        proc, _ = bench.start_simpleproxy(config)
+        proc, http_port, https_port = start_https_proxy(workdir, "simpleproxy", cert, key, args.threads, backend_port)
         procs.append(proc)
-        bench.wait_port(https_port)
         targets = {"simpleproxy https": (https_port, "https"), "simpleproxy http": (http_port, "http")}
         # What a relay design would cost before any TLS: one more loopback hop, byte for byte.
         relay, targets["relay + simpleproxy http"] = bench.start([sys.executable, str(HERE / "relay.py"), str(http_port)], cpu=0)
