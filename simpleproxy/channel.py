@@ -60,16 +60,11 @@ class OutputBudget:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._parts: dict[int, int] = {}
-        #: over the limit: the maintenance pass closes the slowest readers
-        self.over = False
+        self._parts: dict[int, int] = {}  #: each waitress server's (listener's) share, by id()
 
-    def count(self, server: Any, channels: Any) -> None:
+    def count(self, server: Any, channels: Any) -> int:
+        """Record what ``server``'s channels hold; the total over all servers."""
         self._parts[id(server)] = sum(channel.total_outbufs_len for channel in channels)
-        self.over = sum(self._parts.values()) > self.limit
-
-    @property
-    def total(self) -> int:
         return sum(self._parts.values())
 
 

@@ -113,7 +113,7 @@ def install_guards(server: Any, settings: Any, budget: Any) -> None:
       have not sent a whole request head are closed, so that a new client gets in
       (waitress alone stops accepting until one times out).
     """
-    original_maintenance, original_readable = server.maintenance, server.readable
+    original_maintenance, original_readable, original_accept = server.maintenance, server.readable, server.handle_accept
     head_timeout, grace = settings.header_timeout, settings.min_rate_grace
     request_rate, response_rate = settings.min_request_rate, settings.min_response_rate
     limit = server.adj.connection_limit
@@ -123,7 +123,7 @@ def install_guards(server: Any, settings: Any, budget: Any) -> None:
         original_maintenance(now)
         monotonic = time.monotonic()
         channels = list(server.active_channels.values())
-        budget.count(server, channels)
+        waiting = budget.count(server, channels)
         for channel in channels:
             if channel.will_close:
                 continue
@@ -135,8 +135,8 @@ def install_guards(server: Any, settings: Any, budget: Any) -> None:
             if why:
                 log.info("closed a connection from %s: %s", channel.addr[0], why)
                 _cut(channel)
-        if budget.over:
-            _shed_slowest_readers(channels, budget, monotonic)
+        if waiting > budget.limit:
+            _shed_slowest_readers(channels, waiting - budget.limit * 9 // 10, budget.limit, monotonic)
 
     def readable() -> bool:
         if len(server._map) >= limit:  # waitress would stop accepting: make room first
@@ -152,7 +152,6 @@ def install_guards(server: Any, settings: Any, budget: Any) -> None:
             if len(server._map) <= before or len(server._map) >= limit:
                 return
 
-    original_accept = server.handle_accept
     server.maintenance = maintenance
     server.readable = readable
     server.handle_accept = handle_accept
@@ -176,23 +175,25 @@ def _too_slow(channel: Any, now: float, head_timeout: float, grace: float, reque
     if mark is None:
         channel.rate_mark = (now, channel.bytes_sent)
     elif now - mark[0] >= grace:
-        rate = (channel.bytes_sent - mark[1]) / (now - mark[0])
+        rate = _read_rate(channel, now)
         if response_rate and rate < response_rate:
             return f"response read at {rate:.0f} bytes/s, under server.min_response_rate"
         channel.rate_mark = (now, channel.bytes_sent)
     return ""
 
 
-def _shed_slowest_readers(channels: list, budget: Any, now: float) -> None:
-    """Over ``max_buffered_total``: close the connections reading their waiting output the slowest,
-    until what waits is back under nine tenths of the budget. Their workers are long gone; what
-    they hold is memory and disk, and new responses would otherwise have to wait for slow clients."""
-    def rate(channel: Any) -> float:
-        mark = channel.rate_mark
-        return (channel.bytes_sent - mark[1]) / max(now - mark[0], 1e-3) if mark else float("inf")
+def _read_rate(channel: Any, now: float) -> float:
+    """Bytes a second the client has taken its waiting output at since its rate mark (inf without one)."""
+    mark = channel.rate_mark
+    return (channel.bytes_sent - mark[1]) / max(now - mark[0], 1e-3) if mark else float("inf")
 
-    waiting = sorted((c for c in channels if c.total_outbufs_len and not c.will_close), key=rate)
-    excess = budget.total - budget.limit * 9 // 10
+
+def _shed_slowest_readers(channels: list, excess: int, limit: int, now: float) -> None:
+    """Over ``max_buffered_total`` (``limit``): close the connections reading their waiting output
+    the slowest until ``excess`` bytes are gone (what waits is back under nine tenths of the
+    budget). Their workers are long gone; what they hold is memory and disk."""
+    waiting = sorted((c for c in channels if c.total_outbufs_len and not c.will_close),
+                     key=lambda channel: _read_rate(channel, now))
     shed = 0
     for channel in waiting:
         if excess <= 0:
@@ -202,7 +203,7 @@ def _shed_slowest_readers(channels: list, budget: Any, now: float) -> None:
         _cut(channel)
     if shed:
         log.warning("waiting responses over server.max_buffered_total (%d bytes): closed the %d connections "
-                    "reading the slowest", budget.limit, shed)
+                    "reading the slowest", limit, shed)
 
 
 def _cut(channel: Any) -> None:

@@ -194,5 +194,13 @@ def test_over_the_output_budget_the_slowest_readers_are_closed(raw_backend, prox
         assert p.request("GET", "/small")[1] == b"ok"  # the one worker was not kept waiting for it
     until(lambda: any("over server.max_buffered_total" in r.getMessage() for r in caplog.records), "never shed")
     until(lambda: p.server.open_connections() <= 1, "the slowest readers stayed open")  # one response fits 0.9 x 16
+    # Over the budget again, a new response still does not keep the one worker waiting for its client.
+    late = small_receiver()
+    late.settimeout(LONG_TIMEOUT)
+    late.connect(("127.0.0.1", p.port))
+    late.sendall(b"GET /large HTTP/1.1\r\nHost: h\r\n\r\n")
+    readers.append(late)
+    started = time.monotonic()
+    assert p.request("GET", "/small")[1] == b"ok" and time.monotonic() - started < SHORT_TIMEOUT
     for reader in readers:
         reader.close()
