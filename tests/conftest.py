@@ -179,6 +179,21 @@ def read_request(conn: socket.socket) -> bytes:
     return data
 
 
+def held_backend(raw_backend: Callable[..., Any], body: bytes = b"ok") -> tuple[Any, queue.Queue]:
+    """A raw backend that answers each request with ``body`` only once the test sets its
+    ``release``; the queue gets an item as each request reaches it (a request holding a thread)."""
+    arrived: queue.Queue = queue.Queue()
+
+    def script(conn: socket.socket) -> None:
+        while read_request(conn):
+            arrived.put(True)
+            backend.release.wait(LONG_TIMEOUT)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    backend = raw_backend(script)
+    return backend, arrived
+
+
 class Proxy:
     """A ProxyServer on an ephemeral port with an in-memory access log."""
 

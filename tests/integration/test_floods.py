@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import queue
 import socket
 import threading
 import time
 
 import pytest
 
-from conftest import LONG_TIMEOUT, SHORT_TIMEOUT, read_request, single_upstream
+from conftest import LONG_TIMEOUT, SHORT_TIMEOUT, held_backend, single_upstream
 
 
 def status_of(raw: bytes) -> int:
@@ -84,15 +83,7 @@ def test_a_client_past_its_connection_limit_gets_503(backends, proxy) -> None:
 
 
 def test_requests_past_the_queue_bound_get_a_quick_503(raw_backend, proxy) -> None:
-    arrived: queue.Queue = queue.Queue()
-
-    def slow(conn: socket.socket) -> None:
-        while read_request(conn):
-            arrived.put(True)
-            backend.release.wait(LONG_TIMEOUT)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-
-    backend = raw_backend(slow)
+    backend, arrived = held_backend(raw_backend)
     p = proxy({**single_upstream(backend.url), "server": {"threads": 1, "max_queue": 1}})
     answers: list[int] = []
 

@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from conftest import LONG_TIMEOUT, SHORT_TIMEOUT, read_request, single_upstream
+from conftest import LONG_TIMEOUT, SHORT_TIMEOUT, held_backend, single_upstream
 
 
 def exchange(port: int, data: bytes) -> bytes:
@@ -72,20 +72,12 @@ def test_a_body_over_the_limit_with_expect_100_continue_is_refused_before_any_co
 
 
 def test_shed_requests_get_our_page_an_id_and_a_log_line(raw_backend, proxy) -> None:
-    arrived = threading.Event()
-
-    def slow(conn: socket.socket) -> None:
-        read_request(conn)
-        arrived.set()
-        backend.release.wait(LONG_TIMEOUT)
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-
-    backend = raw_backend(slow)
+    backend, arrived = held_backend(raw_backend)
     p = proxy({**single_upstream(backend.url), "server": {"threads": 1, "max_queue": 1}})
     holders = [socket.create_connection(("127.0.0.1", p.port), timeout=LONG_TIMEOUT) for _ in range(2)]
     try:
         holders[0].sendall(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n")  # takes the one thread
-        assert arrived.wait(SHORT_TIMEOUT)
+        assert arrived.get(timeout=SHORT_TIMEOUT)
         holders[1].sendall(b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n")  # waits in the queue
         until_queued(p, 1)
         answer = exchange(p.port, b"GET /c HTTP/1.1\r\nHost: h\r\n\r\n")  # past max_queue

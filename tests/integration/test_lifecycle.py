@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import queue
 import signal
 import socket
 import sys
@@ -11,21 +10,12 @@ import threading
 
 import pytest
 
-from conftest import LONG_TIMEOUT, SHORT_TIMEOUT, read_request, single_upstream
+from conftest import LONG_TIMEOUT, SHORT_TIMEOUT, held_backend, single_upstream
 
 
-def slow_backend(raw_backend, body: bytes = b"slow and whole"):
+def slow_backend(raw_backend):
     """A backend that answers only when the test releases it."""
-    arrived: queue.Queue = queue.Queue()
-
-    def script(conn: socket.socket) -> None:
-        while read_request(conn):
-            arrived.put(True)
-            backend.release.wait(LONG_TIMEOUT)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-
-    backend = raw_backend(script)
-    return backend, arrived
+    return held_backend(raw_backend, b"slow and whole")
 
 
 def fetch(port: int, results: list) -> None:

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from conftest import LONG_TIMEOUT, EchoBackend, read_request
+from conftest import LONG_TIMEOUT, EchoBackend, held_backend, read_request
 
 
 _HELD: list[socket.socket] = []
@@ -128,21 +128,13 @@ def test_servers_that_active_checks_hold_down_are_a_quick_503(raw_backend, proxy
 
 
 def test_max_connections_per_server(raw_backend, proxy) -> None:
-    held = threading.Event()
-
-    def slow(conn: socket.socket) -> None:
-        read_request(conn)
-        held.set()
-        backend.release.wait(LONG_TIMEOUT)
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-
-    backend = raw_backend(slow)
+    backend, arrived = held_backend(raw_backend)
     p = proxy({"upstreams": {"app": {"servers": [backend.url], "max_connections": 1}},
                "routes": [{"upstream": "app"}]})
     first: dict = {}
     thread = threading.Thread(target=lambda: first.update(status=p.request("GET", "/")[0].status))
     thread.start()
-    assert held.wait(LONG_TIMEOUT)
+    assert arrived.get(timeout=LONG_TIMEOUT)
     response, _ = p.request("GET", "/")
     assert response.status == 503 and response.headers["Retry-After"] == "1"
     backend.release.set()
