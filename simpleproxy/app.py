@@ -93,7 +93,6 @@ class ProxyState:
         self.bots = _bot_guard(config, clock, previous)
         baseline = baseline_rules()
         self.cache_filters = cache_filters  #: by route key, for routes with ``cache:``
-        #: where redirect_https sends clients; the server sets the port it really bound
         #: where redirect_https sends clients: the port the server bound (set by ProxyServer, real even
         #: for ``:0``), kept over reloads since listeners change only at a restart
         self.https_port: int = previous.https_port if previous is not None else (
