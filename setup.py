@@ -24,7 +24,7 @@ setup(
     install_requires=[
         "urllib3>=2.0,<3",  # pool internals (_get_conn/_put_conn) are used; see upstream/pool.py
         "werkzeug>=3.0",
-        "waitress>=3.0",
+        "waitress>=3.0.2,<3.1",  # internals are used: simpleproxy/frontend/contract.py (TESTED)
         "pyyaml>=6.0",
     ],
     extras_require={

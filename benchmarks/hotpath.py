@@ -63,10 +63,14 @@ def one_round(port: int, requests: int) -> float:
     from simpleproxy.app import ProxyApp
     from simpleproxy.config import config_from_dict
     try:
-        from simpleproxy.channel import ProxyChannel as channel_class
-        from simpleproxy.parser import StrictRequestParser
-    except ImportError:  # a revision from before channel.py
-        from simpleproxy.server import StrictChannel as channel_class, StrictRequestParser  # type: ignore[attr-defined,no-redef]
+        from simpleproxy.frontend.channel import ProxyChannel as channel_class
+        from simpleproxy.frontend.parser import StrictRequestParser
+    except ImportError:  # a revision from before the front-end package
+        try:
+            from simpleproxy.channel import ProxyChannel as channel_class  # type: ignore[no-redef]
+            from simpleproxy.parser import StrictRequestParser  # type: ignore[no-redef]
+        except ImportError:  # a revision from before channel.py
+            from simpleproxy.server import StrictChannel as channel_class, StrictRequestParser  # type: ignore[attr-defined,no-redef]
 
     app = ProxyApp(config_from_dict({
         "listen": {"http": "127.0.0.1:0"},

@@ -15,7 +15,7 @@ from waitress.server import create_server
 from werkzeug.middleware.http_proxy import ProxyMiddleware
 
 from simpleproxy.config import config_from_dict
-from simpleproxy.server import waitress_settings
+from simpleproxy.frontend import waitress_settings
 
 MIB = 1024 * 1024
 BODIES = {"1k": b"x" * 1024, "10m": b"x" * (10 * MIB)}

@@ -37,9 +37,9 @@ from .security.waf import baseline_rules, waf_filter
 from .tls.routes import TLSRouteFilter
 from .tls.routes import needs_filter as needs_tls_filter
 from .tunnels import Tunnel, Tunnels
-from .tunnels.takeover import detach
 from .upstream.forward import StreamingBody, UpstreamHandler
 from .upstream.pool import Upstream
+from .upgrade import UPGRADE, UpgradeOffer
 
 log = logging.getLogger("simpleproxy")
 
@@ -240,7 +240,7 @@ class ProxyApp:
         return body
 
     def front_error(self, environ: dict[str, Any], exc: ProxyError) -> tuple[str, list[tuple[str, str]], bytes]:
-        """The answer to a request the front end refused before calling the app (channel.py), made
+        """The answer to a request the front end refused before calling the app (frontend/channel.py), made
         and logged as every error is: -> (status, fields, body)."""
         started = time.perf_counter()
         response = self._error_response(exc, environ, None)
@@ -263,30 +263,31 @@ class ProxyApp:
     def _open_tunnel(
         self, environ: dict[str, Any], request: Request, response: TunnelResponse, started: float
     ) -> Iterable[bytes]:
-        """Take the client's socket from waitress and relay it with the backend's; waitress sends nothing.
+        """Take the client's socket from the front end and relay it with the backend's; nothing else is sent.
 
         The handshake is counted now (its latency is the time to the 101); the access-log
         line is written when the tunnel closes, with its duration and bytes.
         """
-        client, tail, uncount = detach(environ["simpleproxy.upgrade"])
-        if uncount is not None:  # the client's connection stays counted until the tunnel ends
-            release = response.finish
-
-            def finish() -> None:
-                release()
-                uncount()
-
-            response.finish = finish
+        offer: UpgradeOffer = environ[UPGRADE]
+        connection = offer.detach()
         if self.stats is not None:
             self.stats.record(request.route.label, "101", time.perf_counter() - started, "-", response.limit)
-        if client is None:  # the client left meanwhile
+        if connection is None:  # the client left meanwhile
             response.backend.close()
             response.finish()
             if self.access_log.stream is not None:
                 self._log(environ, request, response, 0, time.perf_counter() - started)
             return []
+        finish = response.finish
+
+        def release() -> None:  # the client's connection stays counted by the front end until the tunnel ends
+            finish()
+            connection.release()
+
+        response.finish = release
         tunnel = Tunnel(
-            client, response.backend, response.rest, tail, response.idle_timeout, label=response.label,
+            connection.sock, response.backend, response.rest, connection.buffered, response.idle_timeout,
+            label=response.label,
             on_close=partial(self._tunnel_closed, environ, request, response, started),
             head="".join(
                 [f"HTTP/1.1 {response.status}\r\n", *(f"{k}: {v}\r\n" for k, v in response.headers), "\r\n"]

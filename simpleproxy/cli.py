@@ -195,7 +195,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def serve(config: Config, what: str, path: str | None = None) -> int:
     """Run a proxy for ``config`` in this thread until Ctrl-C or SIGTERM; SIGHUP reloads ``path``."""
     from .affinity import bind_process
-    from .listeners import ListenError
+    from .errors import ListenError, WaitressMismatch
     from .server import ProxyServer, install_reload_signal, install_stop_signals
 
     try:  # before ProxyServer starts its threads, so that they inherit the binding
@@ -205,7 +205,7 @@ def serve(config: Config, what: str, path: str | None = None) -> int:
         return 1
     try:
         server = ProxyServer(config, config_path=path)
-    except ListenError as exc:
+    except (ListenError, WaitressMismatch) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # anything else the system refused (files, the loop's wake-up pipe)

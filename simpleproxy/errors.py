@@ -140,6 +140,31 @@ class ClientDisconnected(Exception):
     """The client went away; logged, never counted against the backend."""
 
 
+class UpstreamBodyAborted(Exception):
+    """Raised to the WSGI server mid-body, so it cuts the client connection.
+
+    A clean end would let the client take a truncated body for a whole one
+    (the server would write the last chunk of a chunked response).
+    """
+
+
+class ListenError(OSError):
+    """A listening address could not be bound; says which one and the key that configured it."""
+
+    def __init__(self, key: str, address: tuple, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        self.key = key
+        host, port = address[0], address[1]
+        self.where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def __str__(self) -> str:
+        return f"{self.key}: cannot listen on {self.where}: {self.strerror}"
+
+
+class WaitressMismatch(RuntimeError):
+    """The installed waitress lacks something the front end uses (simpleproxy/frontend/contract.py)."""
+
+
 class ConfigError(Exception):
     """A configuration file is wrong. Raised at start-up or reload only.
 

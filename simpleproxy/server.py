@@ -1,200 +1,82 @@
-"""waitress wiring: settings, the stricter request parser, start and stop.
+"""The running proxy: its app, its front end and admin listener, and what happens over its life.
 
-waitress is the front end the design card names; a few of its defaults are
-wrong for a proxy and are set here from the ``server:`` section (see
-:class:`simpleproxy.config.ServerSettings`). Its channels
-(:class:`simpleproxy.channel.ProxyChannel`) parse request heads with
-:class:`simpleproxy.parser.StrictRequestParser`, which refuses ambiguous
-framing before any application code runs.
+:class:`ProxyServer` joins the WSGI app (:class:`~simpleproxy.app.ProxyApp`)
+to the front end that serves it (:class:`~simpleproxy.frontend.Front`, the
+only part of the proxy that knows waitress) and adds what a long-running
+proxy does: a graceful drain on SIGTERM, reloads of the configuration and
+the certificates (SIGHUP, the admin API, a file watch), and the admin listener.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import select
 import signal
 import sys
 import threading
 import time
 from typing import Any
 
-from waitress.channel import HTTPChannel
-from waitress.server import BaseWSGIServer, create_server
-from waitress import wasyncore
-
 from .app import ProxyApp
-from .channel import IN_MEMORY, OutputBudget, ProxyChannel
 from .config import Config, load_config
 from .errors import ConfigError
-from .listeners import bind_all
-from .security.floods import Shedder, guarded_channel_class, install_guards
-from .tls.front import HTTPSFront, tls_channel_class
-from .upstream.forward import UpstreamBodyAborted
+from .frontend import Front, SmallServer
 
 log = logging.getLogger("simpleproxy")
 
 
-class _QuietAbort(logging.Filter):
-    """Drop waitress's traceback for a body we cut on purpose; forward.py logged why."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        return not isinstance(exc, UpstreamBodyAborted)
-
-
-def raise_open_file_limit(config: Config) -> int:
-    """Raise this process's soft limit on open files to what the configuration can use, as HAProxy does.
-
-    Client connections, two sockets per tunnel, and room for upstream pools and
-    files: ``connection_limit + 2 * max_tunnels + 256``. Many systems start a
-    process at 1024, which 1000 connections would exhaust. Never above the hard
-    limit; a warning says so when that is too low. Returns the soft limit now in
-    force (0 where there is no such limit: Windows, where select() bounds sockets).
-    """
-    if sys.platform == "win32":
-        return 0
-    try:
-        import resource
-    except ImportError:  # a POSIX system without it (some minimal builds)
-        return 0
-    wanted = config.server.connection_limit + 2 * config.server.max_tunnels + 256
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= wanted:
-        return soft
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        soft = target
-    except (ValueError, OSError):
-        pass
-    if soft < wanted:
-        log.warning("open files are limited to %d (hard limit %s); server.connection_limit and server.max_tunnels "
-                    "may need %d: raise the limit (ulimit -n, LimitNOFILE=)", soft, hard, wanted)
-    return soft
-
-
-def waitress_settings(config: Config) -> dict[str, Any]:
-    """The waitress ``Adjustments`` for a configuration, but its sockets (see listeners.py)."""
-    s = config.server
-    # Without poll() (Windows), waitress uses select(), which CPython builds for 512
-    # sockets there: stay below it rather than fail under load.
-    connection_limit = s.connection_limit if hasattr(select, "poll") else min(s.connection_limit, 500)
-    return {
-        "threads": s.threads,
-        "connection_limit": connection_limit,
-        "channel_timeout": s.channel_timeout,
-        "backlog": s.backlog,
-        "max_request_body_size": s.max_request_body,
-        "max_request_header_size": s.max_request_header,
-        # What a response may buffer for a slow client before its worker waits (channel.py)...
-        "outbuf_high_watermark": s.max_buffered_response,
-        # ...and what of it stays in memory: the rest waits in a temporary file.
-        "outbuf_overflow": IN_MEMORY,
-        "ident": "simpleproxy",
-        # The maintenance pass (idle connections, the request-head deadline) runs every second.
-        "cleanup_interval": 1,
-        # select() stops at 1024 descriptors on Linux; Windows has no poll().
-        "asyncore_use_poll": hasattr(select, "poll"),
-        "expose_tracebacks": False,
-        "clear_untrusted_proxy_headers": False,  # headers.py decides, by trusted_proxies
-    }
-
-
 class ProxyServer:
-    """A ProxyApp served by waitress on the configured addresses."""
+    """A :class:`ProxyApp` served by the front end on the configured addresses, and its admin listener."""
 
     def __init__(self, config: Config, app: ProxyApp | None = None, config_path: str | None = None) -> None:
         """``config_path``: the file :meth:`reload` reads again (None: reloads only certificates)."""
         self.app = app if app is not None else ProxyApp(config)
-        self.config_path = config_path
-        raise_open_file_limit(config)
-        self._reload_lock = threading.Lock()
-        logging.getLogger("waitress").addFilter(_QuietAbort())
-        # waitress warns "Task queue depth is N" whenever every thread is busy: under
-        # load that is every request, and the logging alone costs measurable CPU.
-        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         try:
-            sockets = bind_all(config.listen, config.server.backlog)
-            self._server = create_server(self.app, sockets=sockets, **waitress_settings(config))
+            self.front = Front(self.app, config)
         except BaseException:
             self.app.close()
             raise
-        self._map: dict = getattr(self._server, "map", None) or self._server._map
-        self.servers = [o for o in self._map.values() if isinstance(o, BaseWSGIServer)]
-        settings = config.server
-        channel_class = guarded_channel_class(ProxyChannel, settings.max_connections_per_client)
-        self.shedder = Shedder(settings.max_queue) if settings.max_queue else None
-        #: all connections' response bytes waiting for their clients (server.max_buffered_total)
-        self.output_budget = OutputBudget(settings.max_buffered_total)
-        for server in self.servers:
-            server.channel_class = channel_class
-            install_guards(server, settings, self.output_budget)
-            if self.shedder is not None:
-                self.shedder.install(server)
-        self._stopped = threading.Event()
-        self._draining = threading.Event()
-        #: set once a drain has closed the listening sockets
-        self.listeners_closed = threading.Event()
-        self.fronts: list[HTTPSFront] = []
-        if config.https is not None:
-            try:
-                for address in config.https.addresses:
-                    self.fronts.append(HTTPSFront(config.https, address, config.server.backlog))
-            except BaseException:
-                self._abandon()
-                raise
-            self.app.state.https_port = self.fronts[0].address[1]
-            self._tls_channel = tls_channel_class(channel_class)
-        self.admin: Any = None
+        if self.front.fronts:
+            self.app.state.https_port = self.front.https_addresses[0][1]
+        self.admin: SmallServer | None = None
         if config.admin.listen is not None:
             from .admin import AdminApp
 
             try:
-                self.admin = create_server(
-                    AdminApp(self, config.admin), sockets=bind_all([config.admin.listen], config.server.backlog, "admin.listen"),
-                    threads=2, ident="simpleproxy-admin", expose_tracebacks=False,
-                )
+                self.admin = SmallServer(AdminApp(self, config.admin), [config.admin.listen], config.server.backlog,
+                                         "admin.listen", "simpleproxy-admin")
             except BaseException:
-                self._abandon()
+                self.front.close()
+                self.app.close()
                 raise
-
-    def _abandon(self) -> None:
-        """Undo a half-built server: its sockets and pools, after a failure to bind."""
-        for front in self.fronts:
-            front.sock.close()
-        self._server.close()
-        self.app.close()
+        self.reloader = Reloader(self, config_path)
+        self._stopped = threading.Event()
+        self._draining = threading.Event()
+        #: set once a drain has closed the listening sockets
+        self.listeners_closed = threading.Event()
 
     @property
     def admin_address(self) -> tuple[str, int] | None:
-        return (self.admin.effective_host, int(self.admin.effective_port)) if self.admin is not None else None
+        return self.admin.address if self.admin is not None else None
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
         """The bound (host, port) pairs; ports are real even when configured as 0."""
-        return [(s.effective_host, int(s.effective_port)) for s in self.servers]
+        return self.front.addresses
 
     @property
     def https_addresses(self) -> list[tuple[str, int]]:
-        return [front.address for front in self.fronts]
+        return self.front.https_addresses
 
-    def _adopt(self, sock: Any, addr: Any) -> None:
-        """In the loop's thread: make a connection whose TLS handshake is done a waitress channel."""
-        server = self.servers[0]
-        if len(self._map) >= server.adj.connection_limit:
-            sock.close()  # as waitress stops accepting at its connection limit
-            return
-        self._tls_channel(server, sock, addr, server.adj, map=self._map)
-
+    # What the admin status and the metrics show of the front end.
     def open_connections(self) -> int:
-        return len(self._channels())
+        return self.front.open_connections()
 
     def busy_threads(self) -> int:
-        return self._server.task_dispatcher.active_count
+        return self.front.busy_threads()
 
     def queue_depth(self) -> int:
-        return len(self._server.task_dispatcher.queue)
+        return self.front.queue_depth()
 
     @property
     def draining(self) -> bool:
@@ -210,56 +92,75 @@ class ProxyServer:
             return
         self._draining.set()
         self.app.state.tunnels.draining = True  # new upgrades get 503; open tunnels get the drain time
-
-        def close_listeners() -> None:
-            for server in self.servers:  # the listening socket only; the loop's trigger stays
-                wasyncore.dispatcher.close(server)
-            for front in self.fronts:
-                front.close()
-            self._close_idle()
-            self.listeners_closed.set()
-
-        self.servers[0].trigger.pull_trigger(close_listeners)
+        self.front.stop_accepting(then=self.listeners_closed.set)
         threading.Thread(target=self._drain, args=(timeout,), name="simpleproxy-drain", daemon=True).start()
-
-    def in_flight(self) -> int:
-        """Requests being served or waiting for a thread (waitress's busy threads and queue)."""
-        dispatcher = self._server.task_dispatcher
-        return dispatcher.active_count + len(dispatcher.queue)
-
-    def _channels(self) -> list[HTTPChannel]:
-        return [c for c in list(self._map.values()) if isinstance(c, HTTPChannel)]
-
-    def _close_idle(self) -> None:
-        for channel in self._channels():
-            if not channel.requests and channel.request is None and not channel.total_outbufs_len:
-                channel.close()
 
     def _drain(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        trigger = self.servers[0].trigger
+        front = self.front
         while time.monotonic() < deadline:
-            if not self.in_flight() and not self.app.state.tunnels.open and not any(
-                c.requests or c.total_outbufs_len for c in self._channels()
-            ):
+            if not front.in_flight() and not self.app.state.tunnels.open and not front.answers_pending():
                 break
             try:
-                trigger.pull_trigger(self._close_idle)
+                front.call_in_loop(front.close_idle)
             except OSError:
                 break
             self._stopped.wait(0.05)
         else:
             log.warning("drain time over with %d requests in flight and %d tunnels open: closing them",
-                        self.in_flight(), self.app.state.tunnels.open)
+                        front.in_flight(), self.app.state.tunnels.open)
         self.stop(timeout=0)
 
+    def reload(self) -> list[str]:
+        """Read the configuration file again and serve it; -> the problems, empty on success (see :class:`Reloader`)."""
+        return self.reloader.reload()
+
     def reload_certificates(self) -> None:
-        """Load every listener's certificates again; open connections keep theirs."""
-        for front in self.fronts:
+        """Load every HTTPS listener's certificates again; open connections keep theirs."""
+        for front in self.front.fronts:
             front.certificates.reload()
 
-    def _watch(self) -> None:
-        """Reload when the file's modification time or size changes; a stat a second."""
+    def serve_forever(self) -> None:
+        """Serve until :meth:`stop`, Ctrl-C or SIGTERM; then close the pools."""
+        if self.app.config.server.watch_config:
+            self.reloader.watch(self._stopped)
+        if self.admin is not None:
+            self.admin.start()
+        try:
+            self.front.run()
+        finally:
+            if self.admin is not None:
+                self.admin.close()
+            self.app.close()
+            self._stopped.set()
+
+    def start(self) -> threading.Thread:
+        """Serve in a background thread (tests, ``demo``)."""
+        thread = threading.Thread(target=self.serve_forever, name="simpleproxy-server", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Close every connection and listener; :meth:`serve_forever` then returns."""
+        if not self._stopped.is_set():
+            self.front.stop()
+        self._stopped.wait(timeout)
+
+
+class Reloader:
+    """A server's configuration reloads: on request (SIGHUP, the admin API) or when its file changes."""
+
+    def __init__(self, server: ProxyServer, config_path: str | None) -> None:
+        self.server = server
+        self.config_path = config_path
+        self._lock = threading.Lock()
+
+    def watch(self, stopped: threading.Event) -> None:
+        """Reload whenever the file's modification time or size changes (a stat a second), until ``stopped``."""
+        if self.config_path is not None:
+            threading.Thread(target=self._watch, args=(stopped,), name="simpleproxy-watch", daemon=True).start()
+
+    def _watch(self, stopped: threading.Event) -> None:
         path = str(self.config_path)
 
         def signature() -> tuple[float, int]:
@@ -270,7 +171,7 @@ class ProxyServer:
             return (info.st_mtime, info.st_size)
 
         seen = signature()
-        while not self._stopped.wait(1.0):
+        while not stopped.wait(1.0):
             now = signature()
             if now != seen and now[1] >= 0:
                 seen = now
@@ -288,74 +189,31 @@ class ProxyServer:
         upstreams and cache stores that did not change are kept. Listening
         addresses and ``server:`` settings need a restart (a warning says so).
         """
-        with self._reload_lock:
+        server = self.server
+        with self._lock:
             if self.config_path is None:
-                self.reload_certificates()
+                server.reload_certificates()
                 return []
             try:
                 config = load_config(self.config_path)
             except ConfigError as exc:
                 log.error("reload refused, the running configuration stays:\n%s", exc)
                 return exc.problems
-            running = self.app.config
+            running = server.app.config
             https_moved = (config.https.addresses if config.https else ()) != (running.https.addresses if running.https else ())
             if config.listen != running.listen or config.server != running.server or https_moved:
                 log.warning("listen and server settings changed: they take effect at the next restart")
             try:
-                self.app.reload(config)
+                server.app.reload(config)
             except Exception as exc:  # a store or pool that cannot be built: the running state stays
                 log.exception("reload failed, the running configuration stays")
                 return [f"the new configuration could not be put in place: {exc}"]
-            for front in self.fronts:
+            for front in server.front.fronts:
                 if config.https is not None:
                     front.certificates.listener = config.https
                 front.certificates.reload()
             log.info("configuration reloaded from %s", self.config_path)
             return []
-
-    def serve_forever(self) -> None:
-        """Serve until :meth:`stop`, Ctrl-C or SIGTERM; then close the pools."""
-        for front in self.fronts:
-            front.start(self._adopt, self._map)
-        if self.app.config.server.watch_config and self.config_path is not None:
-            threading.Thread(target=self._watch, name="simpleproxy-watch", daemon=True).start()
-        if self.admin is not None:
-            threading.Thread(target=self.admin.run, name="simpleproxy-admin", daemon=True).start()
-        try:
-            self._server.run()
-        finally:
-            for front in self.fronts:
-                front.close()
-            if self.admin is not None:
-                admin = self.admin
-                try:  # closed from its own loop's thread, as stop() does for the main one
-                    admin.trigger.pull_trigger(lambda: wasyncore.close_all(admin._map))
-                except OSError:
-                    pass
-                admin.task_dispatcher.shutdown(timeout=1)
-            self._server.task_dispatcher.shutdown()
-            if self.shedder is not None:
-                self.shedder.close()
-            self.app.close()
-            self._stopped.set()
-
-    def start(self) -> threading.Thread:
-        """Serve in a background thread (tests, ``demo``)."""
-        thread = threading.Thread(target=self.serve_forever, name="simpleproxy-server", daemon=True)
-        thread.start()
-        return thread
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Close every socket from inside the loop's thread; the loop then ends."""
-        if not self._stopped.is_set():
-            try:
-                self.servers[0].trigger.pull_trigger(lambda: wasyncore.close_all(self._map))
-            except OSError:
-                # The loop's wake-up pipe is already closed (waitress closes it on a
-                # poll error): close the sockets from here; the loop ends at its next
-                # poll timeout, when it finds nothing left to watch.
-                wasyncore.close_all(self._map, ignore_all=True)
-        self._stopped.wait(timeout)
 
 
 def install_reload_signal(server: ProxyServer) -> None:

@@ -22,6 +22,7 @@ from ..errors import NotInCache, UpstreamError
 from ..request import Request, normalize_path
 from ..response import Response
 from ..upstream.forward import StreamingBody
+from ..upgrade import UPGRADE
 from .policy import (
     FRESH,
     NOT_MODIFIED_FIELDS,
@@ -148,7 +149,7 @@ class CacheFilter:
             if method not in SAFE_METHODS and _status(response) < 400:
                 self._invalidate(request, response)
             return _tag(response, "fwd=method")
-        if "simpleproxy.upgrade" in request.environ:  # a WebSocket handshake is never answered from store
+        if UPGRADE in request.environ:  # a WebSocket handshake is never answered from store
             return next(request)
         environ = request.environ
         if "HTTP_IF_MATCH" in environ or "HTTP_IF_UNMODIFIED_SINCE" in environ or "HTTP_IF_RANGE" in environ:

@@ -4,9 +4,9 @@ PEP 3333 gives an application no way to take over the client's socket, so an
 upgrade is served in three steps: the request goes through the same route and
 filters as any other (access, WAF, limits); the upstream handler sends it with
 ``Connection: Upgrade`` and, on the backend's 101, takes the backend socket out
-of its pool; then :mod:`.takeover` takes the client socket out of waitress and
-:mod:`.relay` moves bytes both ways on one thread for all tunnels. Ordinary
-requests pay one check for all this.
+of its pool; then the front end lends the client socket (the upgrade contract in
+``simpleproxy/upgrade.py``) and :mod:`.relay` moves bytes both ways on one
+thread for all tunnels. Ordinary requests pay one check for all this.
 
 :class:`Tunnels` is the registry: how many are open (in all and per route),
 the limits, and the counts for metrics. It outlives reloads (a new

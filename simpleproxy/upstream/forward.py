@@ -24,6 +24,7 @@ from ..errors import (
     BadRequest,
     ProxyError,
     TooLarge,
+    UpstreamBodyAborted,
     UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
@@ -34,6 +35,7 @@ from ..request import Request
 from ..observe.metrics import route_label
 from ..response import Response, TunnelResponse
 from ..tunnels import Tunnels
+from ..upgrade import UPGRADE
 from .http1 import RECV_SIZE, BodyReader, ResponseHead, UpstreamClosed, parse_head, read_head
 from .pool import TIMED_OUT, ServerPool, Upstream, set_timeout
 
@@ -44,14 +46,6 @@ IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"))
 _SMALL_BODY = 64 * 1024
 MAX_INTERIM = 8  # 1xx responses skipped before the final one, at most
 _WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
-
-
-class UpstreamBodyAborted(Exception):
-    """Raised to the WSGI server mid-body, so it cuts the client connection.
-
-    A clean end would let the client take a truncated body for a whole one
-    (waitress would write the last chunk of a chunked response).
-    """
 
 
 class UpstreamHandler:
@@ -79,7 +73,7 @@ class UpstreamHandler:
 
     def __call__(self, request: Request, protocol: str | None = None) -> Response:
         """``protocol``: an Upgrade being tried (from :meth:`_upgrade`); None for ordinary requests."""
-        if protocol is None and self.tunnels is not None and "simpleproxy.upgrade" in request.environ:
+        if protocol is None and self.tunnels is not None and UPGRADE in request.environ:
             offered = self._protocol(request.environ.get("HTTP_UPGRADE", ""))
             if offered is not None:
                 return self._upgrade(request, offered)

@@ -19,9 +19,9 @@ from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 
 from conftest import LONG_TIMEOUT, read_request, single_upstream
-from simpleproxy.channel import ProxyChannel
+from simpleproxy.frontend.channel import ProxyChannel
 from simpleproxy.config import config_from_dict
-from simpleproxy.server import waitress_settings
+from simpleproxy.frontend import waitress_settings
 
 
 class Server:
@@ -102,7 +102,7 @@ def test_a_client_that_stops_reading_still_gets_every_byte(raw_backend, proxy) -
     response = conn.getresponse()
     # Read nothing until the worker has filled the channel's buffer past the watermark and waits for the loop.
     deadline = time.monotonic() + LONG_TIMEOUT
-    while not any(c.total_outbufs_len > watermark for c in p.server._channels()):
+    while not any(c.total_outbufs_len > watermark for c in p.server.front._connections()):
         assert time.monotonic() < deadline, "the worker never filled the buffer"
         threading.Event().wait(0.01)
     total = 0

@@ -73,7 +73,7 @@ def test_a_client_past_its_connection_limit_gets_503(backends, proxy) -> None:
         answer = fourth.recv(65536)
         assert status_of(answer) == 503 and b"too many connections" in answer
     held.pop().close()
-    open_per_client = p.server.servers[0].channel_class.open_per_client
+    open_per_client = p.server.front.open_per_client
     wait_for(lambda: open_per_client.get("127.0.0.1") == 2)  # the server saw it close
     with socket.create_connection(("127.0.0.1", p.port), timeout=LONG_TIMEOUT) as again:  # a slot is free again
         again.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
@@ -97,11 +97,10 @@ def test_requests_past_the_queue_bound_get_a_quick_503(raw_backend, proxy) -> No
     assert arrived.get(timeout=SHORT_TIMEOUT)  # the only thread is busy at the backend
     second = threading.Thread(target=send)
     second.start()
-    dispatcher = p.server._server.task_dispatcher
-    wait_for(lambda: len(dispatcher.queue) == 1)  # the second waits in the queue
+    wait_for(lambda: p.server.queue_depth() == 1)  # the second waits in the queue
     started = time.monotonic()
     send()  # the third finds the queue full
-    assert answers == [503] and time.monotonic() - started < SHORT_TIMEOUT and p.server.shedder.shed == 1
+    assert answers == [503] and time.monotonic() - started < SHORT_TIMEOUT and p.server.front.shedder.shed == 1
     backend.release.set()
     first.join(LONG_TIMEOUT)
     second.join(LONG_TIMEOUT)

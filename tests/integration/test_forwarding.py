@@ -253,6 +253,6 @@ def test_host_header_per_route(backends, proxy) -> None:
 def test_stop_works_even_when_the_loop_cannot_be_woken(backends, proxy) -> None:
     p = proxy(single_upstream(backends().url))
     assert p.request("GET", "/")[0].status == 200
-    p.server.servers[0].trigger.close()  # as waitress does after a poll error on its pipe
+    p.server.front._listeners[0].trigger.close()  # as waitress does after a poll error on its pipe
     p.stop()  # falls back to closing the sockets from here; the loop ends at its next poll timeout
     assert not p._thread.is_alive()

@@ -22,7 +22,8 @@ import pytest
 import yaml
 
 import simpleproxy
-from simpleproxy import listeners, load_config
+from simpleproxy import load_config
+from simpleproxy.frontend import listeners
 
 PACKAGE = Path(simpleproxy.__file__).parent
 POSIX_MODULES = {"fcntl", "resource", "pwd", "grp", "termios", "tty", "pty", "posix", "syslog"}

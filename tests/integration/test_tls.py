@@ -211,7 +211,7 @@ def test_a_reload_serves_the_new_certificate_and_keeps_open_connections(tmp_path
     kept.request("GET", "/")
     assert kept.getresponse().read()
     old_serial = kept.sock.getpeercert()["serialNumber"]
-    front = p.server.fronts[0]
+    front = p.server.front.fronts[0]
     assert not front.certificates.reload_if_changed()
     new = ca.issue_cert("a.example")
     new.cert_chain_pems[0].write_to_path(files["cert"])
@@ -291,7 +291,7 @@ def test_a_silent_connection_is_closed_at_the_handshake_timeout(tmp_path, ca, ba
     silent = [socket.create_connection(("127.0.0.1", https_port(p)), timeout=LONG_TIMEOUT) for _ in range(4)]
     # Two take the two handshake slots until their deadline; the others are closed at once.
     closed = sum(1 for s in silent if s.recv(1) == b"")
-    assert closed == 4 and p.server.fronts[0].refused >= 2
+    assert closed == 4 and p.server.front.fronts[0].refused >= 2
     conn = TLSConnection("a.example", https_port(p), client_context(ca))  # and the listener still serves
     conn.request("GET", "/")
     assert conn.getresponse().status == 200

@@ -399,7 +399,7 @@ def test_a_tunnel_stays_counted_as_its_clients_connection(echo, proxy) -> None:
     assert third is None and status.startswith("HTTP/1.1 503")  # the per-client bound, tunnels included
     first.close()
     first.sock.close()
-    counts = p.server.servers[0].channel_class.open_per_client
+    counts = p.server.front.open_per_client
     wait_for(lambda: counts.get("127.0.0.1") == 1, "the closed tunnel's connection to be counted out")
     second.close()
     second.sock.close()

@@ -15,7 +15,7 @@ import pytest
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 
-from simpleproxy.parser import StrictRequestParser
+from simpleproxy.frontend.parser import StrictRequestParser
 
 ADJ = Adjustments()
 STATE = (

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from waitress.adjustments import Adjustments
 from waitress.task import WSGITask
 
-from simpleproxy.response_head import build_response_head
+from simpleproxy.frontend.response_head import build_response_head
 
 FIELD_SETS = [
     [],

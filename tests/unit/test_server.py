@@ -8,8 +8,8 @@ import pytest
 from waitress.adjustments import Adjustments
 
 from simpleproxy.config import config_from_dict
-from simpleproxy.parser import StrictRequestParser
-from simpleproxy.server import waitress_settings
+from simpleproxy.frontend.parser import StrictRequestParser
+from simpleproxy.frontend import waitress_settings
 
 
 def parse(raw: bytes) -> StrictRequestParser:
@@ -60,7 +60,7 @@ def test_settings_handed_to_waitress(monkeypatch) -> None:
 def test_bare_lf_in_the_head_is_found_however_the_bytes_are_split(message, refused) -> None:
     from waitress.adjustments import Adjustments
 
-    from simpleproxy.parser import StrictRequestParser
+    from simpleproxy.frontend.parser import StrictRequestParser
 
     for step in range(1, len(message) + 1):  # every way a client or the network may cut the bytes
         parser = StrictRequestParser(Adjustments())
@@ -73,7 +73,7 @@ def test_bare_lf_in_the_head_is_found_however_the_bytes_are_split(message, refus
 
 def test_the_open_file_limit_is_raised_to_what_the_configuration_can_use() -> None:
     resource = pytest.importorskip("resource")
-    from simpleproxy.server import raise_open_file_limit
+    from simpleproxy.frontend import raise_open_file_limit
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     low = 512 if hard == resource.RLIM_INFINITY else min(512, hard)

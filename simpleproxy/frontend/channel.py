@@ -26,15 +26,15 @@ from __future__ import annotations
 import socket
 import ssl
 import time
-from typing import Any
+from typing import Any, Callable
 
 from waitress.buffers import OverflowableBuffer, ReadOnlyFileBasedBuffer
 from waitress.channel import ClientDisconnected, HTTPChannel
 from waitress.task import ErrorTask
 
-from .errors import BadRequest, HeadTooLarge, NotImplementedHere, Overloaded, ProxyError, TooLarge
+from ..errors import BadRequest, HeadTooLarge, NotImplementedHere, Overloaded, ProxyError, TooLarge
 from .parser import StrictRequestParser
-from .tunnels.takeover import UpgradeTask
+from .upgrade import UpgradeTask
 
 
 #: how long, and how much, a closing connection reads and discards after an error answer
@@ -50,11 +50,15 @@ IN_MEMORY = 1024 * 1024
 SEND_CHUNK = 256 * 1024
 
 
+def _nothing() -> None:
+    """The release of a connection nobody counts."""
+
+
 class OutputBudget:
     """All connections' response bytes waiting for their clients (``server.max_buffered_total``).
 
     Summed over the channels by each server's maintenance pass, every second
-    (security/floods.py), so writing a response costs no shared counter; the
+    (guards.py), so writing a response costs no shared counter; the
     bound is kept to within a second's worth of writes.
     """
 
@@ -123,6 +127,11 @@ class ProxyChannel(HTTPChannel):
     #: (time.monotonic(), bytes_sent) when the rate is next measured from; None without waiting output
     rate_mark: tuple[float, int] | None = None
 
+    def keep_counted(self) -> Callable[[], None]:
+        """For a connection leaving as a tunnel (upgrade.py): what ends its count once it closes.
+        Nothing here; guards.py counts connections per client and overrides this."""
+        return _nothing
+
     def close(self) -> None:
         """Every other way to close (close_all at a stop, waitress's own calls) ends as handle_close does:
         the output buffers closed with the socket (a spilled one holds a temporary file) and a worker
@@ -130,7 +139,7 @@ class ProxyChannel(HTTPChannel):
         self.close_now()
 
     def close_now(self) -> None:
-        """waitress's close: buffers closed, a waiting worker woken, the socket closed (TLS: tls/front.py)."""
+        """waitress's close: buffers closed, a waiting worker woken, the socket closed (TLS: tls.py)."""
         HTTPChannel.handle_close(self)
 
     def handle_close(self) -> None:
@@ -237,7 +246,7 @@ class ProxyChannel(HTTPChannel):
         temporary file past it, so the worker thread goes back to the pool at the
         backend's speed however slowly the client reads. All connections' waiting
         output (``server.max_buffered_total``) is kept in bounds by closing the
-        slowest readers (security/floods.py), never by making workers wait: waiting
+        slowest readers (guards.py), never by making workers wait: waiting
         at 1 MiB while over the budget let 64 slow readers hold every thread, and an
         ordinary client failed under slowhttptest's slow-read attack.
         """

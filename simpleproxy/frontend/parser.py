@@ -61,7 +61,7 @@ class StrictRequestParser(HTTPRequestParser):
     """waitress's parser, refusing ambiguous framing (RFC 9112 section 6.1), faster on common heads.
 
     A parser is made when a request's first byte arrives; ``started`` is that
-    moment, for the request-head deadline (security/floods.py).
+    moment, for the request-head deadline (guards.py).
     """
 
     #: an HTTP/1.1 request with ``Upgrade`` and ``Connection: upgrade``: a tunnel may follow

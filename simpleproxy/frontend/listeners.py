@@ -15,18 +15,7 @@ from __future__ import annotations
 import socket
 from typing import Iterable
 
-
-class ListenError(OSError):
-    """A listening address could not be bound; says which one and the key that configured it."""
-
-    def __init__(self, key: str, address: tuple, cause: OSError) -> None:
-        super().__init__(cause.errno, cause.strerror or str(cause))
-        self.key = key
-        host, port = address[0], address[1]
-        self.where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-    def __str__(self) -> str:
-        return f"{self.key}: cannot listen on {self.where}: {self.strerror}"
+from ..errors import ListenError
 
 
 def bind_listener(family: int, sockaddr: tuple, backlog: int) -> socket.socket:

@@ -26,9 +26,9 @@ from typing import Any, Callable
 from waitress import wasyncore
 
 from ..config import HTTPSListener
-from ..listeners import ListenError, bind_listener
-from ..tunnels.takeover import UpgradeTask
-from .certs import Certificates
+from .listeners import ListenError, bind_listener
+from .upgrade import UpgradeTask
+from ..tls.certs import Certificates
 
 log = logging.getLogger("simpleproxy.tls")
 

@@ -47,11 +47,11 @@ class Overloaded(Error):
     reason = "Service Unavailable"
 
 
-def guarded_channel_class(base: type, per_client: int) -> type:
-    """``base`` counting open connections per peer address, refusing those past ``per_client`` (0: no limit)."""
+def guarded_channel_class(base: type, per_client: int, counts: dict[str, int]) -> type:
+    """``base`` counting open connections per peer address in ``counts``, refusing those past
+    ``per_client`` (0: no limit, nothing counted)."""
     if not per_client:
         return base
-    counts: dict[str, int] = {}
     lock = threading.Lock()
 
     class GuardedChannel(base):  # type: ignore[valid-type, misc]
@@ -94,7 +94,6 @@ def guarded_channel_class(base: type, per_client: int) -> type:
             else:
                 counts.pop(peer, None)
 
-    GuardedChannel.open_per_client = counts  # type: ignore[attr-defined]
     return GuardedChannel
 
 
