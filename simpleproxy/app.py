@@ -28,7 +28,7 @@ from .headers import ForwardingHeaders
 from .observe.accesslog import AccessLog
 from .observe.metrics import RequestStats
 from .request import Request, locate, refuse_ambiguous_path
-from .response import FixedResponder, Response, TunnelResponse
+from .response import Filter, FixedResponder, Handler, Response, TunnelResponse
 from .ratelimit import build_limiters
 from .routing import Route, RouteTable
 from .security.access import AccessFilter
@@ -43,10 +43,8 @@ from .upgrade import UPGRADE, UpgradeOffer
 
 log = logging.getLogger("simpleproxy")
 
-Handler = Callable[[Request], Response]
 #: what an X-Request-Id from a trusted proxy may look like (UUIDs, hex, base64, ...)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
-Filter = Callable[[Request, Handler], Response]
 
 
 def compose(filters: Sequence[Filter], terminal: Handler) -> Handler:

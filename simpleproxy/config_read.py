@@ -50,13 +50,14 @@ from .config_walk import (
     to_statuses,
     to_text,
 )
-from .errors import ConfigError
+from .errors import CertificateError, ConfigError
+from .grammar import TCHAR, is_token
 from .request import normalize_path
 from .units import is_valid_host, parse_duration, parse_network, parse_size
 from .upstream.balance import POLICIES
 
 #: an Upgrade protocol name (RFC 9110 section 7.8: a token, optionally /version)
-_PROTOCOL = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+(/[!#$%&'*+.^_`|~0-9A-Za-z-]+)?")
+_PROTOCOL = re.compile(f"[{TCHAR}]+(/[{TCHAR}]+)?")
 
 
 def read_config(data: object, source: str) -> Config:
@@ -242,7 +243,7 @@ def _read_upstream(s: Section, name: str) -> UpstreamConfig | None:
 
 def _cookie_name(value: object) -> str:
     text = to_text(value)
-    if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", text):
+    if not is_token(text):
         raise ValueError(f"{value!r} is not a cookie name (a token)")
     return text
 
@@ -278,7 +279,7 @@ def _read_tls(s: Section) -> UpstreamTLS:
     except (ssl.SSLError, ValueError) as exc:
         s.walker.error(s.key("ca"), f"not a PEM CA bundle ({getattr(exc, 'reason', None) or exc})")
     if tls.cert:
-        from .tls.certs import CertificateError, load_key_pair
+        from .tls.certs import load_key_pair
 
         try:
             load_key_pair(context, tls.cert, tls.key, tls.password, s.path)

@@ -34,6 +34,7 @@ from .config_walk import (
     to_statuses,
     to_text,
 )
+from .errors import CertificateError
 from .ratelimit.bucket import parse_rate
 from .units import parse_address, parse_duration, parse_network, parse_size
 
@@ -74,7 +75,7 @@ def read_https(s: Section) -> HTTPSListener | None:
     s.done()
     if not addresses or not certificates or any(not c.cert for c in certificates):
         return None
-    from .tls.certs import CertificateError, load_certificate  # loads now: a bad file names its key
+    from .tls.certs import load_certificate  # loads now: a bad file names its key
 
     for i, cert in enumerate(certificates):
         try:

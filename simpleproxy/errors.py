@@ -136,8 +136,26 @@ class UpstreamTimeout(UpstreamError):
     reason = "Gateway Timeout"
 
 
-class ClientDisconnected(Exception):
-    """The client went away; logged, never counted against the backend."""
+class UpstreamClosed(ConnectionError):
+    """The upstream server closed the connection; ``received`` says whether it sent anything first
+    (nothing: a stale keep-alive connection, and an idempotent request may be resent)."""
+
+    def __init__(self, received: bool) -> None:
+        super().__init__("upstream closed the connection")
+        self.received = received
+
+
+class StoreUnavailable(Exception):
+    """A shared store (Redis) did not answer; the limit's ``on_store_error`` decides what follows
+    (:class:`StoreUnavailableError` is the 503 a client then gets)."""
+
+
+class CertificateError(ValueError):
+    """A certificate that does not load; ``key`` names the config key at fault."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class UpstreamBodyAborted(Exception):

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from .config import Config, RouteConfig, UpstreamConfig
 from .errors import ProxyError
+from .grammar import environ_key
 from .request import Request, refuse_ambiguous_path
 from .routing import Route, RouteTable
 from .security.waf import baseline_rules, waf_filter
@@ -30,8 +31,7 @@ def explain(config: Config, url: str, method: str = "GET", headers: dict[str, st
         "wsgi.input": io.BytesIO(), "wsgi.input_terminated": True,
     }
     for name, value in (headers or {}).items():
-        key = name.upper().replace("-", "_")
-        environ[key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key] = value
+        environ[environ_key(name)] = value
     out = [f"{environ['REQUEST_METHOD']} {scheme}://{parts.netloc}{target}"]
     table = RouteTable(Route(route, lambda request: None) for route in config.routes)
     try:

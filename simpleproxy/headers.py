@@ -17,7 +17,9 @@ import ipaddress
 from typing import Any
 
 from .config import HeaderSettings
-from .upstream.http1 import FIELD_ACTIONS, HOP_BY_HOP
+from .grammar import HOP_BY_HOP, connection_keys, environ_key, field_name
+from .memo import Memo
+from .upstream.http1 import FIELD_ACTIONS
 
 #: Request fields the proxy rebuilds or must not pass on, as WSGI environ keys.
 _REBUILT = frozenset(
@@ -40,39 +42,23 @@ _CLIENT_FIELDS = (
     ("HTTP_TRUE_CLIENT_IP", "True-Client-IP"), ("HTTP_X_CLIENT_IP", "X-Client-IP"),
     ("HTTP_CF_CONNECTING_IP", "CF-Connecting-IP"),
 )
-_SKIP = _REBUILT | {"HTTP_" + name.upper().replace("-", "_") for name in HOP_BY_HOP}
-_NAME_CACHE_LIMIT = 4096
-_names: dict[str, str | None] = {}
-# A server builds environs with the same keys in the same order for the same kind of
-# request, so the list of forwarded (key, field name) pairs is cached by key order.
-_PLAN_CACHE_LIMIT = 1024
-_plans: dict[tuple[str, ...], tuple[tuple[str, str], ...]] = {}
+_SKIP = _REBUILT | {environ_key(name) for name in HOP_BY_HOP}
 
 
-def _forwarded_fields(environ: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    """The environ keys that become request fields upstream, with their field names."""
-    shape = tuple(environ)
-    plan = _plans.get(shape)
-    if plan is None:
-        plan = tuple((key, name) for key in shape if (name := _field_name(key)) is not None)
-        if len(_plans) < _PLAN_CACHE_LIMIT:
-            _plans[shape] = plan
-    return plan
-
-
-def _field_name(key: str) -> str | None:
-    """``HTTP_X_API_KEY`` -> ``X-Api-Key``; None for keys that are not forwarded."""
-    cached = _names.get(key, "")
-    if cached != "":
-        return cached
-    name = None
+def _forwarded_name(key: str) -> str | None:
+    """``HTTP_X_API_KEY`` -> ``X-Api-Key``; None for keys that are not forwarded (Content-Length:
+    the proxy frames the body it sends)."""
     if key.startswith("HTTP_") and key not in _SKIP and not key.startswith("HTTP_PROXY_"):
-        name = "-".join(part.capitalize() for part in key[5:].split("_"))
-    elif key == "CONTENT_TYPE":
-        name = "Content-Type"
-    if len(_names) < _NAME_CACHE_LIMIT:
-        _names[key] = name
-    return name
+        return field_name(key)
+    return "Content-Type" if key == "CONTENT_TYPE" else None
+
+
+_names: Memo[str, str | None] = Memo(_forwarded_name)
+# A server builds environs with the same keys in the same order for the same kind of
+# request, so the list of forwarded (key, field name) pairs is memoised by key order.
+_plans: Memo[tuple[str, ...], tuple[tuple[str, str], ...]] = Memo(
+    lambda shape: tuple((key, name) for key in shape if (name := _names[key]) is not None), limit=1024
+)
 
 
 def _forwarded_for(element: str) -> str:
@@ -110,21 +96,17 @@ class ForwardingHeaders:
         # the backend received.
         fields = FIELD_ACTIONS | {"x-request-id": "drop"}
         self.response_fields = fields if settings.pass_server else fields | {"server": "drop"}
-        self._trust_cache: dict[str, bool] = {}
+        self._trust_cache: Memo[str, bool] = Memo(self._trusts)
 
     def is_trusted(self, address: str) -> bool:
-        if not self._trusted:
+        return bool(self._trusted) and self._trust_cache[address]
+
+    def _trusts(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
             return False
-        known = self._trust_cache.get(address)
-        if known is None:
-            try:
-                ip = ipaddress.ip_address(address)
-                known = any(ip in network for network in self._trusted)
-            except ValueError:
-                known = False
-            if len(self._trust_cache) < _NAME_CACHE_LIMIT:
-                self._trust_cache[address] = known
-        return known
+        return any(ip in network for network in self._trusted)
 
     def client_ip(self, environ: dict[str, Any], peer: str) -> str:
         """The client's address: the peer's, or, when the peer is a trusted proxy, the first
@@ -163,12 +145,8 @@ class ForwardingHeaders:
         if request_id:
             lines.append(f"X-Request-Id: {request_id}\r\n")
         connection_named = environ.get("HTTP_CONNECTION")
-        named = (
-            {"HTTP_" + t.strip().upper().replace("-", "_") for t in connection_named.split(",")}
-            if connection_named
-            else ()
-        )
-        for key, name in _forwarded_fields(environ):
+        named = connection_keys(connection_named) if connection_named else ()
+        for key, name in _plans[tuple(environ)]:
             if key not in named:
                 lines.append(f"{name}: {environ[key]}\r\n")
 

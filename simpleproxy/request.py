@@ -18,6 +18,7 @@ from urllib.parse import quote, unquote_to_bytes
 
 from . import forks
 from .errors import BadRequest, LengthRequired, TooLarge
+from .memo import Memo
 
 # RFC 3986 section 2.3: only these may be decoded without changing meaning.
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -26,12 +27,6 @@ _HEX = frozenset("0123456789abcdefABCDEF")
 _BAD_TARGET_CHAR = re.compile(r"[\x00-\x20\x7f#]")
 # RFC 9110 section 7.2: uri-host [ ":" port ]; reg-name kept to what DNS allows.
 _HOST_HEADER = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=-]*)(?::(\d{0,5}))?")
-# Targets and Host fields repeat from one request to the next, and reading them is a pure
-# function: the last few thousand results are kept (and dropped wholesale when full, so a
-# flood of distinct targets costs what it would without the memo, and no more memory).
-_MEMO_LIMIT = 4096
-_targets: dict[str, tuple[str, str, str | None]] = {}
-_hosts: dict[str, tuple[str, str] | None] = {}
 _id_counter = itertools.count()
 _id_prefix = ""
 _id_generation = -1
@@ -179,6 +174,11 @@ class Request:
         return f"{_id_prefix}{next(_id_counter) & 0xFFFFFF:06x}"
 
 
+#: Targets and Host fields repeat from one request to the next (memo.py; the parsers are below)
+_targets: Memo[str, tuple[str, str, str | None]] = Memo(lambda target: _split_target(target))
+_hosts: Memo[str, tuple[str, str] | None] = Memo(lambda authority: split_host(authority))
+
+
 def locate(environ: dict[str, Any]) -> tuple[str, str, str, str]:
     """-> (normalised path, "?query" or "", host, authority) of a request; BadRequest if malformed.
 
@@ -188,25 +188,14 @@ def locate(environ: dict[str, Any]) -> tuple[str, str, str, str]:
     # waitress, uWSGI and mod_wsgi pass the raw target as REQUEST_URI, gunicorn as RAW_URI;
     # PATH_INFO is already percent-decoded, so it is only the last resort.
     target = environ.get("REQUEST_URI") or environ.get("RAW_URI") or _target_from_cgi(environ)
-    split = _targets.get(target)
-    if split is None:
-        split = _split_target(target)
-        if len(_targets) >= _MEMO_LIMIT:
-            _targets.clear()
-        _targets[target] = split
-    path, query, authority = split
+    path, query, authority = _targets[target]
     if authority is None:
         authority = environ.get("HTTP_HOST")
     if authority is None:
         if environ.get("SERVER_PROTOCOL") == "HTTP/1.1":
             raise BadRequest("missing Host header")  # RFC 9112 section 3.2
         return path, query, "", ""
-    parsed = _hosts.get(authority, False)
-    if parsed is False:
-        parsed = split_host(authority)
-        if len(_hosts) >= _MEMO_LIMIT:
-            _hosts.clear()
-        _hosts[authority] = parsed
+    parsed = _hosts[authority]
     if parsed is None:
         raise BadRequest("invalid Host header")
     host, authority = parsed  # type: ignore[misc]

@@ -1,11 +1,25 @@
-"""What a handler returns: a WSGI status, fields and body, plus what the log needs."""
+"""What a handler returns (a WSGI status, fields and body, plus what the log needs), and the
+two shapes of the request path: a :data:`Handler` answers a request, a :class:`Filter` wraps one."""
 
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol
 
 from .config import Respond
+from .request import Request
+
+
+#: answers a request: a route's terminal (upstream.forward.UpstreamHandler, FixedResponder), or a
+#: terminal wrapped in filters (app.compose)
+Handler = Callable[[Request], "Response"]
+
+
+class Filter(Protocol):
+    """Wraps a handler: answers itself (a 403, a cached response) or calls ``next``, and may change
+    what comes back. Access lists, the WAF, rate limits, TLS rules and the cache are filters."""
+
+    def __call__(self, request: Request, next: Handler) -> Response: ...
 
 
 class Response:

@@ -20,7 +20,7 @@ from urllib.parse import urljoin, urlsplit
 
 from ..errors import NotInCache, UpstreamError
 from ..request import Request, normalize_path
-from ..response import Response
+from ..response import Handler, Response
 from ..upstream.forward import StreamingBody
 from ..upgrade import UPGRADE
 from .policy import (
@@ -41,7 +41,6 @@ from .store import Caches, Entry, Freshness, Store
 
 log = logging.getLogger("simpleproxy.cache")
 
-Handler = Callable[[Request], Response]
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 _CONDITIONAL = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE")

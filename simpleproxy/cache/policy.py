@@ -13,6 +13,8 @@ import time
 from email.utils import formatdate
 from typing import Mapping
 
+from ..grammar import HOP_BY_HOP, environ_key, is_token, split_list, unquote
+
 #: RFC 9110 section 15.1: statuses a cache may store with heuristic freshness.
 HEURISTIC_STATUSES = frozenset((200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501))
 #: Statuses this cache implements the semantics of (section 5.2.2.3, must-understand).
@@ -23,17 +25,14 @@ SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS", "TRACE"))
 MAX_DELTA = 2**31
 #: Two copies of a directive with different values; never a valid delta-seconds.
 CONFLICT = "\x00conflict"
-#: Section 3.1 and RFC 9110 section 7.6.1: never stored with a response.
-UNSTORED_FIELDS = frozenset(
-    ("connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade", "trailer",
-     "proxy-authenticate", "proxy-authentication-info", "age", "cache-status")
-)
+#: Section 3.1 and RFC 9110 section 7.6.1: never stored with a response (hop-by-hop fields, what
+#: a proxy answers for itself, and what the cache computes anew for each use).
+UNSTORED_FIELDS = HOP_BY_HOP | {"proxy-authentication-info", "age", "cache-status"}
 #: Section 3.2: a 304 does not replace these in the stored response.
 NOT_UPDATED_FIELDS = UNSTORED_FIELDS | {"content-length"}
 #: RFC 9110 section 15.4.5: what a 304 carries (Last-Modified too when there is no ETag).
 NOT_MODIFIED_FIELDS = frozenset(("cache-control", "content-location", "date", "etag", "expires", "vary"))
 
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _DELTA = re.compile(r"[0-9]+")
 _MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
@@ -44,30 +43,6 @@ _LONG_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"
 _IMF_FIXDATE = re.compile(r"([a-z]{3}), (\d{2}) ([a-z]{3}) (\d{4}) (\d{2}):(\d{2}):(\d{2}) GMT", re.I)
 _RFC850_DATE = re.compile(r"([a-z]{6,9}), (\d{2})-([a-z]{3})-(\d{2}) (\d{2}):(\d{2}):(\d{2}) GMT", re.I)
 _ASCTIME_DATE = re.compile(r"([a-z]{3}) ([a-z]{3}) ([ \d]\d) (\d{2}):(\d{2}):(\d{2}) (\d{4})", re.I)
-
-
-def split_list(value: str) -> list[str]:
-    """An RFC 9110 section 5.6.1 list: members split on commas outside quoted strings, empties dropped."""
-    if '"' not in value:
-        return [item for part in value.split(",") if (item := part.strip())]
-    # One pass, linear in the length; an unclosed quote runs to the end, so a
-    # broken 'private="x' still reads as private rather than vanishing.
-    members, start, quoted, escaped = [], 0, False, False
-    for i, char in enumerate(value):
-        if escaped:
-            escaped = False
-        elif quoted:
-            if char == "\\":
-                escaped = True
-            elif char == '"':
-                quoted = False
-        elif char == '"':
-            quoted = True
-        elif char == ",":
-            members.append(value[start:i])
-            start = i + 1
-    members.append(value[start:])
-    return [item for member in members if (item := member.strip())]
 
 
 def parse_directives(value: str | None) -> dict[str, str | None]:
@@ -83,15 +58,13 @@ def parse_directives(value: str | None) -> dict[str, str | None]:
     for member in split_list(value):
         name, eq, arg = member.partition("=")
         # The grammar has no space around "=": "max-age = 60" is not a max-age.
-        if not _TOKEN.fullmatch(name) or arg[:1].isspace():
+        if not is_token(name) or arg[:1].isspace():
             continue
         name = name.lower()
         argument: str | None = None
         if eq:
             argument = arg
-            if argument[:1] == '"':
-                closed = len(argument) >= 2 and argument[-1] == '"'
-                argument = re.sub(r"\\(.)", r"\1", argument[1:-1] if closed else argument[1:])
+            argument = unquote(arg)
         if name in directives and directives[name] != argument:
             argument = CONFLICT
         directives[name] = argument
@@ -413,12 +386,6 @@ def not_modified(environ: Mapping[str, object], etag: str | None, modified: floa
 
 
 # --------------------------------------------------------------------------- Vary (section 4.1)
-
-
-def environ_key(field: str) -> str:
-    """A request field name -> its WSGI environ key."""
-    key = field.upper().replace("-", "_")
-    return key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
 
 
 def vary_fields(vary: str | None) -> tuple[str, ...]:

@@ -42,7 +42,10 @@ _REFUSED = (
 )
 
 
-class Overloaded(Error):
+class QueueFull(Error):
+    """waitress's form of an error for a request refused before a thread took it (not an exception:
+    waitress's error task answers it, and channel.proxy_error makes it errors.Overloaded)."""
+
     code = 503
     reason = "Service Unavailable"
 
@@ -251,7 +254,7 @@ class Shedder:
 
         def add_task(channel: Any) -> None:
             if len(queue) >= self.bound and channel.requests:
-                channel.requests[0].error = Overloaded("the proxy is overloaded; retry in a moment")
+                channel.requests[0].error = QueueFull("the proxy is overloaded; retry in a moment")
                 self.shed += 1
                 self._dispatcher.add_task(channel)
             else:

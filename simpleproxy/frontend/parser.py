@@ -30,20 +30,24 @@ from waitress.parser import HTTPRequestParser, ParsingError, TransferEncodingNot
 from waitress.receiver import FixedStreamReceiver
 from waitress.utilities import BadRequest as BadRequestError
 
+from ..grammar import TCHAR, tokens
+from ..memo import Memo
+
+_TCHAR = TCHAR.encode("ascii")
 # RFC 9112 section 3: method SP request-target SP HTTP-version; only HTTP/1.x is spoken here.
 # Matched at the head's start: the whole first line, up to its CRLF (or the head's end).
-_REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ [^ \r\n]+ HTTP/1\.[01](?:\r\n|\Z)")
+_REQUEST_LINE = re.compile(rb"[" + _TCHAR + rb"]+ [^ \r\n]+ HTTP/1\.[01](?:\r\n|\Z)")
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 #: a request line read leniently, for the error page and the log line of a head that failed
-_LINE_PARTS = re.compile(rb"\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+) ([^ \r\n]+) HTTP/1\.([01])\r?\n")
+_LINE_PARTS = re.compile(rb"\s*([" + _TCHAR + rb"]+) ([^ \r\n]+) HTTP/1\.([01])\r?\n")
 
 # The common shape (module docstring), up to the blank line waitress leaves on the head. Field
 # lines: a token without "_" (waitress drops such fields), a colon, a value of visible characters,
-# spaces and tabs (RFC 9110 section 5.5). The target's second character cannot be a "/" (waitress
-# reads "//x" apart).
-_FIELD_LINE = rb"\r\n[!#$%&'*+.^`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*"
+# spaces and tabs (RFC 9110 section 5.5). The method is a token in upper case (waitress refuses
+# others). The target's second character cannot be a "/" (waitress reads "//x" apart).
+_FIELD_LINE = rb"\r\n[" + _TCHAR.replace(b"_", b"") + rb"]+:[\t\x20-\x7e\x80-\xff]*"
 _COMMON_HEAD = re.compile(
-    rb"([!#$%&'*+.^_`|~0-9A-Z-]+) (/(?:[\x21-\x2e\x30-\x7e][\x21-\x7e]*)?) HTTP/1\.([01])((?:" + _FIELD_LINE + rb")*)\r\n\r\n"
+    rb"([" + _TCHAR.replace(b"a-z", b"") + rb"]+) (/(?:[\x21-\x2e\x30-\x7e][\x21-\x7e]*)?) HTTP/1\.([01])((?:" + _FIELD_LINE + rb")*)\r\n\r\n"
 )
 _FIELD = re.compile(rb"\r\n([^:]+):([^\r]*)")
 _FIELD_NAME = re.compile(rb"\r\n([^:\r\n]*):")
@@ -52,9 +56,9 @@ _FIELD_NAME = re.compile(rb"\r\n([^:\r\n]*):")
 #: since its 3.0.2 (in the parser our fast path skips), with the same words.
 _SINGLETONS = frozenset(("HOST", "CONTENT_LENGTH", "CONTENT_TYPE"))
 _DIGITS = re.compile(rb"[0-9]+")
-#: field name -> environ-style key ("X-Api-Key" -> "X_API_KEY"), memoised: names repeat
-_KEYS: dict[bytes, str] = {}
-_KEYS_LIMIT = 4096
+#: field name -> waitress's header key ("X-Api-Key" -> "X_API_KEY": its environ key without
+#: ``HTTP_``, as waitress's parser makes it), memoised: names repeat
+_KEYS: Memo[bytes, str] = Memo(lambda name: name.upper().replace(b"-", b"_").decode("latin-1"))
 
 
 class StrictRequestParser(HTTPRequestParser):
@@ -122,8 +126,7 @@ class StrictRequestParser(HTTPRequestParser):
             raise
         headers = self.headers
         if "UPGRADE" in headers and self.version == "1.1":  # RFC 9110 7.8: not in HTTP/1.0
-            tokens = headers.get("CONNECTION", "").lower().split(",")
-            self.upgrade = any(token.strip() == "upgrade" for token in tokens)
+            self.upgrade = "upgrade" in tokens(headers.get("CONNECTION", ""))
 
     def note_request_line(self, head: bytes) -> None:
         """For a head refused whole: its method, target and version if its first line has them,
@@ -148,7 +151,7 @@ class StrictRequestParser(HTTPRequestParser):
         seen = set()
         for name in _FIELD_NAME.findall(header_plus):
             if b"_" not in name:  # waitress drops such fields
-                key = name.upper().replace(b"-", b"_").decode("latin-1")
+                key = _KEYS[name]
                 if key in _SINGLETONS:
                     if key in seen:
                         raise ParsingError(f"Duplicate header: {name.decode('latin-1')}")
@@ -165,11 +168,7 @@ class StrictRequestParser(HTTPRequestParser):
         headers = self.headers
         keys = _KEYS
         for name, value in _FIELD.findall(fields):
-            key = keys.get(name)
-            if key is None:
-                key = name.upper().replace(b"-", b"_").decode("latin-1")
-                if len(keys) < _KEYS_LIMIT:
-                    keys[name] = key
+            key = keys[name]
             text = value.strip(b" \t").decode("latin-1")
             if key in headers:
                 if key in _SINGLETONS:

@@ -16,20 +16,13 @@ from typing import Any
 
 from waitress.utilities import build_http_date
 
-_NAMES: dict[str, str] = {}
-_NAMES_LIMIT = 4096
+from ..grammar import capitalized
+from ..memo import Memo
+
+#: ``x-request-id`` -> ``X-Request-Id``, as waitress writes every field name; names repeat
+_NAMES: Memo[str, str] = Memo(capitalized)
 _by_name = itemgetter(0)
 _date: tuple[int, str] = (-1, "")  #: (second, its HTTP date): replaced whole, so threads read a pair
-
-
-def _capitalized(name: str) -> str:
-    """``x-request-id`` -> ``X-Request-Id``, as waitress writes every field name."""
-    proper = _NAMES.get(name)
-    if proper is None:
-        proper = "-".join([part.capitalize() for part in name.split("-")])
-        if len(_NAMES) < _NAMES_LIMIT:
-            _NAMES[name] = proper
-    return proper
 
 
 def _http_date(when: float) -> str:
@@ -49,7 +42,7 @@ def build_response_head(task: Any) -> bytes:
     fields = []
     length_field = date_field = server_field = None
     for name, value in task.response_headers:
-        name = _capitalized(name)
+        name = _NAMES[name]
         if name == "Content-Length":
             if not has_body:
                 continue

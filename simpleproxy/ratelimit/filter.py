@@ -15,15 +15,14 @@ import time
 from typing import Any, Callable
 
 from ..config import RateLimit
-from ..errors import RateLimited, StoreUnavailableError
+from ..errors import RateLimited, StoreUnavailable, StoreUnavailableError
+from ..grammar import environ_key
 from ..request import Request
-from ..response import Response
+from ..response import Handler, Response
 from .bucket import Decision
-from .store import StoreUnavailable
 
 log = logging.getLogger("simpleproxy.ratelimit")
 
-Handler = Callable[[Request], Response]
 
 
 class Limiter:
@@ -52,8 +51,8 @@ class Limiter:
             return lambda request: request.host
         if name == "route":
             return lambda request: request.route.label if request.route is not None else "-"
-        environ_key = "HTTP_" + name[7:].upper().replace("-", "_")
-        return lambda request: request.environ.get(environ_key, "")
+        key = environ_key(name[7:])
+        return lambda request: request.environ.get(key, "")
 
     def key(self, request: Request) -> str:
         parts = self._parts

@@ -15,11 +15,8 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable, Protocol
 
+from ..errors import StoreUnavailable
 from .bucket import Decision, decide
-
-
-class StoreUnavailable(Exception):
-    """The shared store did not answer; the limit's ``on_store_error`` decides."""
 
 
 class BucketStore(Protocol):

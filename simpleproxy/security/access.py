@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Callable
 
 from ..config import AccessRules
 from ..errors import Forbidden
+from ..memo import Memo
 from ..request import Request
-from ..response import Response
-
-Handler = Callable[[Request], Response]
-_MEMO_LIMIT = 4096
+from ..response import Handler, Response
 
 
 class AccessFilter:
@@ -20,22 +17,19 @@ class AccessFilter:
     def __init__(self, rules: AccessRules) -> None:
         self.allow = rules.allow
         self.deny = rules.deny
-        self._known: dict[str, bool] = {}
+        self._known: Memo[str, bool] = Memo(self._decide)
 
     def permits(self, address: str) -> bool:
-        known = self._known.get(address)
-        if known is None:
-            try:
-                ip = ipaddress.ip_address(address)
-                if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-                    ip = ip.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1
-                known = (not self.allow or any(ip in net for net in self.allow)) and not any(ip in net for net in self.deny)
-            except ValueError:
-                known = not self.allow  # not an address (a UNIX socket peer): only an allow list refuses it
-            if len(self._known) >= _MEMO_LIMIT:
-                self._known.clear()
-            self._known[address] = known
-        return known
+        return self._known[address]
+
+    def _decide(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return not self.allow  # not an address (a UNIX socket peer): only an allow list refuses it
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1
+        return (not self.allow or any(ip in net for net in self.allow)) and not any(ip in net for net in self.deny)
 
     def __call__(self, request: Request, next: Handler) -> Response:
         if not self.permits(request.client_ip):

@@ -28,12 +28,12 @@ from typing import Any, Callable
 from urllib.parse import unquote_plus
 
 from ..errors import WAFDenied
+from ..grammar import environ_key
 from ..request import Request
-from ..response import Response
+from ..response import Handler, Response
 
 log = logging.getLogger("simpleproxy.waf")
 
-Handler = Callable[[Request], Response]
 Condition = Callable[["Facts"], bool]
 
 
@@ -80,8 +80,7 @@ def field_reader(name: str) -> Callable[[Facts], str | None]:
     if name == "user_agent":
         return lambda facts: facts.request.environ.get("HTTP_USER_AGENT")
     if name.startswith("header:"):
-        key = name[7:].upper().replace("-", "_")
-        key = key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
+        key = environ_key(name[7:])
         return lambda facts: facts.request.environ.get(key)
     raise ValueError(f"unknown field {name!r}: use method, path, query, args, target, user_agent, header:NAME or body_size")
 

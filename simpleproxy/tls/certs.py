@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Certificate, HTTPSListener
+from ..errors import CertificateError
 
 log = logging.getLogger("simpleproxy.tls")
 
@@ -32,14 +33,6 @@ INTERMEDIATE_CIPHERS = ":".join((
     "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
     "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
 ))
-
-
-class CertificateError(ValueError):
-    """A certificate that does not load; ``key`` names the config key at fault."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key = key
 
 
 class _NoPassword(Exception):

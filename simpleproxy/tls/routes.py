@@ -7,9 +7,8 @@ from typing import Callable
 from ..config import RouteConfig
 from ..errors import Forbidden
 from ..request import Request
-from ..response import Response
+from ..response import Handler, Response
 
-Handler = Callable[[Request], Response]
 
 
 class TLSRouteFilter:

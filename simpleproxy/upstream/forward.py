@@ -25,6 +25,7 @@ from ..errors import (
     ProxyError,
     TooLarge,
     UpstreamBodyAborted,
+    UpstreamClosed,
     UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
@@ -36,7 +37,7 @@ from ..observe.metrics import route_label
 from ..response import Response, TunnelResponse
 from ..tunnels import Tunnels
 from ..upgrade import UPGRADE
-from .http1 import RECV_SIZE, BodyReader, ResponseHead, UpstreamClosed, parse_head, read_head
+from .http1 import RECV_SIZE, BodyReader, ResponseHead, parse_head, read_head
 from .pool import TIMED_OUT, ServerPool, Upstream, set_timeout
 
 log = logging.getLogger("simpleproxy.upstream")

@@ -15,7 +15,8 @@ import re
 import socket
 from http import HTTPStatus
 
-from ..errors import UpstreamProtocolError
+from ..errors import UpstreamClosed, UpstreamProtocolError
+from ..grammar import HOP_BY_HOP, TCHAR, tokens
 
 RECV_SIZE = 65536
 MAX_HEAD = 64 * 1024  # nginx's proxy_buffer_size is 4-8 KiB; be generous, but bounded
@@ -26,18 +27,11 @@ MAX_CHUNK_LINE = 4096
 _STATUS_LINE = re.compile(r"HTTP/1\.([01]) ([1-5][0-9][0-9])(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
 # RFC 9112 section 5: field-name ":" OWS field-value OWS CRLF, name a token (RFC 9110
 # 5.6.2), value without controls other than HTAB, so no bare CR or LF either.
-_FIELD_PATTERN = r"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*((?:[^\x00-\x08\x0a-\x1f\x7f]*[^\x00-\x20\x7f])?)[ \t]*\r\n"
+_FIELD_PATTERN = f"([{TCHAR}]+)" + r":[ \t]*((?:[^\x00-\x08\x0a-\x1f\x7f]*[^\x00-\x20\x7f])?)[ \t]*\r\n"
 _FIELD = re.compile(_FIELD_PATTERN)
 
-#: Removed in both directions (RFC 9110 section 7.6.1), plus what ``Connection`` names.
-HOP_BY_HOP = frozenset(
-    (
-        "connection", "keep-alive", "proxy-connection", "proxy-authenticate",
-        "proxy-authorization", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
-    )
-)
 #: What the response parser does with a field, by lower-case name: framing fields are
-#: consumed, hop-by-hop fields dropped, any other name relayed.
+#: consumed, hop-by-hop fields (and what ``Connection`` names) dropped, any other name relayed.
 FIELD_ACTIONS = {name: "drop" for name in HOP_BY_HOP} | {
     "content-length": "content-length",
     "transfer-encoding": "transfer-encoding",
@@ -45,14 +39,6 @@ FIELD_ACTIONS = {name: "drop" for name in HOP_BY_HOP} | {
 }
 
 _PHRASES = {s.value: s.phrase for s in HTTPStatus}
-
-
-class UpstreamClosed(ConnectionError):
-    """The server closed the connection; ``received`` says whether it sent anything first."""
-
-    def __init__(self, received: bool) -> None:
-        super().__init__("upstream closed the connection")
-        self.received = received
 
 
 class ResponseHead:
@@ -136,7 +122,7 @@ def parse_head(head: bytes, method: str, actions: dict[str, str] = FIELD_ACTIONS
             elif special == "upgrade":
                 result.upgrade += ("," if result.upgrade else "") + value
     if connection:
-        named = {t.strip(" \t").lower() for t in connection.split(",")} - {""}
+        named = tokens(connection)
         if named - {"close", "keep-alive"}:
             result.headers = [(n, v) for n, v in headers if n.lower() not in named]
         if "close" in named:

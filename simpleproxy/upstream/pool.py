@@ -38,6 +38,7 @@ from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConn
 from .. import forks
 from ..config import UpstreamConfig, UpstreamServer, UpstreamTLS
 from ..errors import NoHealthyUpstream, ProxyError, UpstreamConnectError, UpstreamTimeout
+from ..grammar import environ_key
 from .balance import make_policy
 from .health import ActiveCheck, Breaker, Clock, HealthChecker, RetryBudget
 
@@ -430,7 +431,7 @@ def _key_reader(source: str | None) -> Callable[[Any], str] | None:
         return lambda request: request.client_ip
     kind, _, name = source.partition(":")
     if kind == "header":
-        key = "HTTP_" + name.upper().replace("-", "_")
+        key = environ_key(name)
         return lambda request: request.environ.get(key, "")
     cookie = name + "="
 

@@ -25,11 +25,11 @@ from simpleproxy.cache.policy import (
     parse_http_date,
     reuse,
     secondary_key,
-    split_list,
     stale_if_error,
     storable,
     vary_fields,
 )
+from simpleproxy.grammar import split_list
 
 T0 = float(calendar.timegm((2026, 11, 29, 12, 0, 0)))
 T0_TEXT = "Sun, 29 Nov 2026 12:00:00 GMT"

@@ -7,7 +7,8 @@ import socket
 import pytest
 
 from simpleproxy.errors import UpstreamProtocolError
-from simpleproxy.upstream.http1 import BodyReader, UpstreamClosed, parse_head, read_head
+from simpleproxy.errors import UpstreamClosed
+from simpleproxy.upstream.http1 import BodyReader, parse_head, read_head
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nX-Empty:\r\n"
 

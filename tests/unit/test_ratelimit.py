@@ -14,7 +14,8 @@ from simpleproxy.config import RateLimit
 from simpleproxy.errors import RateLimited, StoreUnavailableError
 from simpleproxy.ratelimit.bucket import decide, parse_rate
 from simpleproxy.ratelimit.filter import Limiter, RateLimitFilter
-from simpleproxy.ratelimit.store import MemoryStore, RedisStore, StoreUnavailable
+from simpleproxy.errors import StoreUnavailable
+from simpleproxy.ratelimit.store import MemoryStore, RedisStore
 from simpleproxy.request import Request
 from simpleproxy.response import Response
 

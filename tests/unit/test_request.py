@@ -101,6 +101,6 @@ def test_target_and_host_readings_are_memoised_within_a_bound() -> None:
         assert Request(environ(REQUEST_URI="/x/../y?a"), max_body=100).path == "/y"
         with pytest.raises(BadRequest):
             Request(environ(HTTP_HOST="a, b"), max_body=100)
-    for i in range(module._MEMO_LIMIT + 10):
+    for i in range(module._targets.limit + 10):
         Request(environ(REQUEST_URI=f"/flood/{i}", HTTP_HOST=f"h{i}.example"), max_body=100)
-    assert len(module._targets) <= module._MEMO_LIMIT and len(module._hosts) <= module._MEMO_LIMIT
+    assert len(module._targets) <= module._targets.limit and len(module._hosts) <= module._hosts.limit
