@@ -107,7 +107,7 @@ class ProxyState:
             if global_access is not None:
                 filters.append(global_access)
             if route_config.access is not None:
-                filters.append(AccessFilter(route_config.access))
+                filters.append(AccessFilter(route_config.access, f"{route_config.key}.access"))
             waf = waf_filter(config.waf, route_config.waf, baseline)
             if waf is not None:
                 filters.append(waf)
@@ -117,8 +117,33 @@ class ProxyState:
                 filters.append(TLSRouteFilter(route_config, lambda: self.https_port))
             if route_config.key in cache_filters:
                 filters.append(cache_filters[route_config.key])
-            routes.append(Route(route_config, compose(filters, terminal)))
+            routes.append(Route(route_config, compose(filters, terminal), filters, terminal))
         self.table = RouteTable(routes)
+
+    def read(self, environ: dict[str, Any], started: float) -> Request:
+        """The request as the proxy reads it; a target over ``server.max_uri`` or a malformed
+        request raises the answer (414, 400, 411, 413)."""
+        if len(environ.get("REQUEST_URI") or "") > self.max_uri:
+            raise UriTooLong(f"request target over {self.max_uri} bytes")
+        return Request(environ, self.max_body, started)
+
+    def admit(self, request: Request) -> Route:
+        """What a request meets before its route's filters: the client's id and address (from a
+        trusted proxy's fields only), the bot checks, the route, the ambiguous-path check.
+        Raises the answer when one of them refuses it; ``simpleproxy route`` calls the same."""
+        environ = request.environ
+        if self.trusts_proxies:  # only then may the client's id and address come from headers
+            request.request_id = self.request_id(environ, request.client)
+            request.client_ip = self.headers.client_ip(environ, request.client)
+        else:
+            request.request_id = Request.new_id()
+        if self.bots is not None:
+            self.bots.check(request.client_ip, environ, request.host)
+        route = self.table.match(request.host, request.path)
+        request.route = route
+        if self.reject_ambiguous_paths:
+            refuse_ambiguous_path(request.path, route.config)
+        return route
 
     def request_id(self, environ: dict[str, Any], client: str) -> str:
         """A trusted proxy's ``X-Request-Id`` (if it looks like one), else a new id."""
@@ -191,21 +216,8 @@ class ProxyApp:
         request = None
         banned = False
         try:
-            if len(environ.get("REQUEST_URI") or "") > state.max_uri:
-                raise UriTooLong(f"request target over {state.max_uri} bytes")
-            request = Request(environ, state.max_body, started)
-            if state.trusts_proxies:  # only then may the client's id and address come from headers
-                request.request_id = state.request_id(environ, request.client)
-                request.client_ip = state.headers.client_ip(environ, request.client)
-            else:
-                request.request_id = Request.new_id()
-            if state.bots is not None:
-                state.bots.check(request.client_ip, environ, request.host)
-            route = state.table.match(request.host, request.path)
-            request.route = route
-            if state.reject_ambiguous_paths:
-                refuse_ambiguous_path(request.path, route.config)
-            response = route.handler(request)
+            request = state.read(environ, started)
+            response = state.admit(request).handler(request)
         except ProxyError as exc:
             response = self._error_response(exc, environ, request)
             banned = isinstance(exc, Banned)

@@ -1,23 +1,48 @@
 """``simpleproxy route``: what a request would meet, worked out without sending it.
 
-The request goes through the same code the proxy runs (the request reader,
-the route table), so the explanation cannot drift from the behaviour; what
-happens after routing is read from the route's configuration.
+The explanation runs on the objects a running proxy serves with: a
+:class:`~simpleproxy.app.ProxyState` built from the configuration, its reading
+and admission of the request (:meth:`ProxyState.read`, :meth:`ProxyState.admit`),
+and the matched route's own filters, called one by one. Access lists, the WAF
+and the TLS rules decide here as they would there; rate limits and the cache,
+which would spend a token or store an answer, are described by the same
+objects (the limits' settings, the cache filter's key and :meth:`passed_on`)
+instead of run; and the terminal handler says what it would send (its
+timeouts, target and Host). A test sends the same requests to a running proxy
+and compares. Nothing is sent and no socket is opened.
 """
 
 from __future__ import annotations
 
 import io
+from typing import Any
 from urllib.parse import urlsplit
 
-from .config import Config, RouteConfig, UpstreamConfig
+from .app import ProxyState
+from .cache.filter import CacheFilter
+from .cache.policy import SAFE_METHODS, storable
+from .config import Config, UpstreamConfig
 from .errors import ProxyError
 from .grammar import environ_key
-from .request import Request, refuse_ambiguous_path
-from .routing import Route, RouteTable
-from .security.waf import baseline_rules, waf_filter
+from .ratelimit.filter import RateLimitFilter
+from .request import Request
+from .response import FixedResponder, Response
+from .routing import Route
+from .security.access import AccessFilter
+from .security.waf import WAFFilter
+from .tls.routes import TLSRouteFilter
+from .upstream.forward import UpstreamHandler
 
-_SAFE = frozenset(("GET", "HEAD", "OPTIONS", "TRACE"))
+#: the client address a request is explained for
+CLIENT = "127.0.0.1"
+
+
+class _Reached(Exception):
+    """Raised by the stand-in for the rest of a route's chain: the filter passed the request on."""
+
+
+def _next(request: Request) -> Response:
+    raise _Reached
 
 
 def explain(config: Config, url: str, method: str = "GET", headers: dict[str, str] | None = None) -> tuple[int, str]:
@@ -25,126 +50,143 @@ def explain(config: Config, url: str, method: str = "GET", headers: dict[str, st
     parts = urlsplit(url if "://" in url else "http://" + url)
     scheme = parts.scheme.lower()
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    environ = {
+    environ: dict[str, Any] = {
         "REQUEST_METHOD": method.upper(), "REQUEST_URI": target, "SERVER_PROTOCOL": "HTTP/1.1",
-        "HTTP_HOST": parts.netloc, "REMOTE_ADDR": "127.0.0.1", "wsgi.url_scheme": scheme,
+        "HTTP_HOST": parts.netloc, "REMOTE_ADDR": CLIENT, "wsgi.url_scheme": scheme,
         "wsgi.input": io.BytesIO(), "wsgi.input_terminated": True,
     }
     for name, value in (headers or {}).items():
         environ[environ_key(name)] = value
     out = [f"{environ['REQUEST_METHOD']} {scheme}://{parts.netloc}{target}"]
-    table = RouteTable(Route(route, lambda request: None) for route in config.routes)
+    state = ProxyState(config)
     try:
-        request = Request(environ, config.server.max_request_body)
+        return _explain(state, environ, out), "\n".join(out)
+    finally:
+        state.close()
+
+
+def _explain(state: ProxyState, environ: dict[str, Any], out: list[str]) -> int:
+    try:
+        request = state.read(environ, 0.0)
         out.append(f"  request   host {request.host!r}, path {request.path!r}" + (f", query {request.query!r}" if request.query else ""))
-        route = table.match(request.host, request.path)
-        if config.server.reject_ambiguous_paths:
-            refuse_ambiguous_path(request.path, route.config)
+        route = state.admit(request)
     except ProxyError as exc:
-        out.append(f"  answer    {exc.status} {exc.reason}: {exc.detail} (no backend is asked)")
-        return exc.status, "\n".join(out)
+        return _answer(out, exc)
     r = route.config
     site = "any host" if r.host is None else ("wildcard " if r.host.startswith("*.") else "exact host ") + r.host
     out.append(f"  route     {r.key}: {site}, path prefix {r.path}")
-    _rules(out, config, r)
-    status = _waf(out, config, r, request)
-    if status:
-        return status, "\n".join(out)
-    status = _tls(out, r, request)
-    if status:
-        return status, "\n".join(out)
-    if r.respond is not None:
-        out.append(f"  answer    {r.respond.status} from the route's respond: (no backend is asked)")
-        return r.respond.status, "\n".join(out)
-    upstream = config.upstreams[r.upstream or ""]
-    _upstream(out, r, route, request, upstream)
-    _cache(out, r, request)
-    return 0, "\n".join(out)
-
-
-def _waf(out: list[str], config: Config, r: RouteConfig, request: Request) -> int:
-    """The WAF's own verdict on this request, with the rules it would run."""
-    waf = waf_filter(config.waf, r.waf, baseline_rules())
-    if waf is None:
-        out.append("  waf       no rules")
-        return 0
-    action, name = waf.verdict(request)
-    names = ", ".join(rule.name for rule in waf.rules)
-    outcome = {"deny": f"refused by {name} (403)", "allow": f"allowed by {name}; later rules skipped"}.get(action, "passes")
-    out.append(f"  waf       {len(waf.rules)} rules ({names}): {outcome}")
-    return 403 if action == "deny" else 0
-
-
-def _rules(out: list[str], config: Config, r: RouteConfig) -> None:
-    """Access lists and rate limits, the global ones first, as the filters apply them."""
-    for rules, where in ((config.access, "everywhere"), (r.access, "this route")):
-        if rules is not None:
-            parts = [f"allow only {', '.join(map(str, rules.allow))}"] if rules.allow else []
-            parts += [f"deny {', '.join(map(str, rules.deny))}"] if rules.deny else []
-            out.append(f"  access    {'; '.join(parts)} ({where})")
-    limits = [limit for limit in (config.rate_limit, r.rate_limit) if limit is not None]
-    for limit in limits:
-        store = "" if limit.store == "memory" else f", shared in Redis (on error: {limit.on_store_error})"
-        out.append(f"  limits    {limit.where}: {limit.rate_text}, burst {limit.burst}, per {'+'.join(limit.key)}"
-                   f" ({limit.mode}){store}")
-    if not limits:
+    if not any(isinstance(f, RateLimitFilter) for f in route.filters):
         out.append("  limits    none")
-
-
-def _tls(out: list[str], r: RouteConfig, request: Request) -> int:
-    if request.scheme != "https":
-        if r.redirect_https:
-            out.append("  answer    308 Permanent Redirect to the same URL over https (redirect_https)")
-            return 308
-        if r.client_cert is not None:
-            out.append("  answer    403 Forbidden: this route needs a client certificate, over https")
-            return 403
-        return 0
-    if r.client_cert is not None:
-        allowed = "any verified one" if not r.client_cert else "one of: " + "; ".join(r.client_cert)
-        out.append(f"  tls       needs a client certificate, {allowed} (403 otherwise)")
-    if r.hsts is not None:
-        out.append(f"  tls       answers carry Strict-Transport-Security: max-age={int(r.hsts)}"
-                   + ("; includeSubDomains" if r.hsts_subdomains else ""))
+    if not any(isinstance(f, WAFFilter) for f in route.filters):
+        out.append("  waf       no rules")
+    for filter_ in route.filters:
+        status = _filter(out, filter_, request)
+        if status:
+            return status
+    if not any(isinstance(f, CacheFilter) for f in route.filters):
+        out.append("  cache     off for this route")
+    terminal = route.terminal
+    if isinstance(terminal, FixedResponder):
+        status = int(terminal(request).status[:3])
+        out.append(f"  answer    {status} from the route's respond: (no backend is asked)")
+        return status
+    assert isinstance(terminal, UpstreamHandler)
+    _upstream(out, terminal, route, request)
     return 0
 
 
-def _upstream(out: list[str], r: RouteConfig, route: Route, request: Request, upstream: UpstreamConfig) -> None:
-    servers = ", ".join(s.url + (f" (weight {s.weight})" if s.weight != 1 else "") for s in upstream.servers)
-    policy = upstream.balance + (f" on {upstream.hash_on}" if upstream.balance == "hash" else "")
+def _answer(out: list[str], exc: ProxyError) -> int:
+    out.append(f"  answer    {exc.status} {exc.reason}: {exc.detail} (no backend is asked)")
+    return exc.status
+
+
+def _filter(out: list[str], filter_: Any, request: Request) -> int:
+    """One filter of the route, in the chain's order: its part of the explanation; the status
+    when it answers the request itself, else 0."""
+    if isinstance(filter_, RateLimitFilter):  # described: running it would spend a token
+        for limiter in filter_.limiters:
+            limit = limiter.config
+            store = "" if limit.store == "memory" else f", shared in Redis (on error: {limit.on_store_error})"
+            out.append(f"  limits    {limit.where}: {limit.rate_text}, burst {limit.burst}, per {'+'.join(limit.key)}"
+                       f" ({limit.mode}){store}")
+        return 0
+    if isinstance(filter_, CacheFilter):  # described: running it would look up and store
+        _cache(out, filter_, request)
+        return 0
+    if isinstance(filter_, WAFFilter):
+        action, name = filter_.verdict(request)
+        names = ", ".join(rule.name for rule in filter_.rules)
+        outcome = {"deny": f"refused by {name} (403)", "allow": f"allowed by {name}; later rules skipped"}.get(action, "passes")
+        out.append(f"  waf       {len(filter_.rules)} rules ({names}): {outcome}")
+    elif isinstance(filter_, AccessFilter):
+        rules = [f"allow only {', '.join(map(str, filter_.allow))}"] if filter_.allow else []
+        rules += [f"deny {', '.join(map(str, filter_.deny))}"] if filter_.deny else []
+        verdict = "passes" if filter_.permits(request.client_ip) else "refused"
+        out.append(f"  access    {filter_.where}: {'; '.join(rules)}; client {request.client_ip} {verdict}")
+    try:
+        answer = filter_(request, next=_next)
+    except _Reached:
+        if isinstance(filter_, TLSRouteFilter):
+            _tls(out, filter_, request)
+        return 0
+    except ProxyError as exc:
+        return _answer(out, exc)
+    status = int(answer.status[:3])
+    location = dict(answer.headers).get("Location")
+    out.append(f"  answer    {answer.status}" + (f" to {location}" if location else "") + " (no backend is asked)")
+    return status
+
+
+def _tls(out: list[str], tls: TLSRouteFilter, request: Request) -> None:
+    """What the TLS rules add to a request they let through."""
+    if request.scheme != "https":
+        return
+    if tls.client_cert is not None:
+        allowed = "any verified one" if not tls.client_cert else "one of: " + "; ".join(tls.client_cert)
+        out.append(f"  tls       needs a client certificate, {allowed} (403 otherwise)")
+    if tls.hsts is not None:
+        out.append(f"  tls       answers carry {tls.hsts[0]}: {tls.hsts[1]}")
+
+
+def _upstream(out: list[str], handler: UpstreamHandler, route: Route, request: Request) -> None:
+    upstream = handler.upstream
+    config: UpstreamConfig = upstream.config
+    servers = ", ".join(s.url + (f" (weight {s.weight})" if s.weight != 1 else "") for s in config.servers)
+    policy = config.balance + (f" on {config.hash_on}" if config.balance == "hash" else "")
     out.append(f"  upstream  {upstream.name}: {policy} over {servers}")
     if upstream.sticky_cookie:
-        has = upstream.sticky_cookie in (request.environ.get("HTTP_COOKIE") or "")
-        out.append(f"  sticky    cookie {upstream.sticky_cookie}" + (" (sent: its server first)" if has else " (not sent: set on the answer)"))
-    host = {"client": request.authority or "(the server's host:port)", "upstream": "the server's host:port"}.get(r.host_header, r.host_header)
-    sent = route.upstream_path(request.path) + request.query
-    out.append(f"  forwarded {request.method} {sent}" + (" (prefix stripped)" if sent != request.path + request.query else "")
+        pinned = upstream.sticky_server(request)
+        sent = upstream.sticky_cookie in (request.environ.get("HTTP_COOKIE") or "")
+        out.append(f"  sticky    cookie {upstream.sticky_cookie}" + (
+            f" (names {pinned.name}: it is tried first)" if pinned is not None
+            else " (sent, but names no server here: one is chosen and set on the answer)" if sent
+            else " (not sent: set on the answer)"))
+    target = handler.sent_target(request)
+    host = handler.sent_host(request, "(the server's host:port)")
+    out.append(f"  forwarded {request.method} {target}" + (" (prefix stripped)" if target != request.path + request.query else "")
                + f", Host: {host}, X-Forwarded-For/-Proto/-Host rebuilt")
-    t = upstream.timeouts
-    connect, read, total = (r.timeouts or {}).get("connect", t.connect), (r.timeouts or {}).get("read", t.read), (r.timeouts or {}).get("total", t.total)
-    out.append(f"  timeouts  connect {connect:g}s, read {read:g}s" + (f", total {total:g}s" if total else ""))
-    retried = request.method in upstream.retries.methods
-    out.append(f"  retries   {upstream.retries.count} on other servers" + ("" if retried else f" (not for {request.method})")
-               + f", within a budget of {upstream.retries.budget:.0%}")
-    health = "active checks on " + upstream.health.path if upstream.health else "no active checks"
-    out.append(f"  health    {health}; ejected after {upstream.passive.failures} failures in a row")
+    t = handler.timeouts
+    out.append(f"  timeouts  connect {t.connect:g}s, read {t.read:g}s" + (f", total {t.total:g}s" if t.total else ""))
+    retried = request.method in handler.retried_methods
+    out.append(f"  retries   {config.retries.count} on other servers" + ("" if retried else f" (not for {request.method})")
+               + f", within a budget of {config.retries.budget:.0%}")
+    health = "active checks on " + config.health.path if config.health else "no active checks"
+    out.append(f"  health    {health}; ejected after {config.passive.failures} failures in a row")
 
 
-def _cache(out: list[str], r: RouteConfig, request: Request) -> None:
-    cache = r.cache
-    if cache is None:
-        out.append("  cache     off for this route")
+def _cache(out: list[str], cache: CacheFilter, request: Request) -> None:
+    settings = cache.freshness
+    store = "the shared store" if cache.store is cache.caches.shared else f"own {cache.store.max_size} bytes"
+    passed_on = cache.passed_on(request)
+    if passed_on == "method":
+        effect = "not stored" + ("" if request.method in SAFE_METHODS else "; a 2xx or 3xx answer invalidates the URL")
+        out.append(f"  cache     on ({store}); {request.method} is {effect}")
         return
-    method = request.method
-    key = f"{request.scheme}://{request.authority.lower()}{request.path}{request.query if cache.query else ''}"
-    store = f"own {cache.max_size} bytes" if cache.max_size else "the shared store"
-    if method not in ("GET", "HEAD"):
-        effect = "not stored" + ("" if method in _SAFE else "; a 2xx or 3xx answer invalidates the URL")
-        out.append(f"  cache     on ({store}); {method} is {effect}")
-        return
-    bypass = [name for name in ("HTTP_IF_MATCH", "HTTP_IF_UNMODIFIED_SINCE", "HTTP_IF_RANGE") if name in request.environ]
-    how = "passed to the origin (a precondition for it)" if bypass else "looked up, stored when RFC 9111 allows"
-    limits = [f"max_ttl {cache.max_ttl:g}s"] if cache.max_ttl else []
-    if cache.default_ttl:
-        limits.append(f"default_ttl {cache.default_ttl:g}s")
-    out.append(f"  cache     on ({store}{', ' + ', '.join(limits) if limits else ''}); key {key}; {how}")
+    how = {"upgrade": "passed on (an upgrade)", "precondition": "passed to the origin (a precondition for it)"}.get(
+        passed_on, "looked up, stored when RFC 9111 allows")
+    if not passed_on and storable(request.method, 200, {}, {}, {}, False) == "method":  # HEAD
+        how = f"looked up (a stored GET answers it); a {request.method} answer is not stored"
+    limits = [f"max_ttl {settings.max_ttl:g}s"] if settings.max_ttl else []
+    if settings.default_ttl:
+        limits.append(f"default_ttl {settings.default_ttl:g}s")
+    out.append(f"  cache     on ({store}{', ' + ', '.join(limits) if limits else ''}); key {cache.key(request)}; {how}")

@@ -13,7 +13,7 @@ label plus a scan of one site's prefixes, longest first.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 from .config import RouteConfig
 from .errors import NoRoute
@@ -23,13 +23,18 @@ from .observe.metrics import route_label
 class Route:
     """A configured route and the handler chain that serves it."""
 
-    __slots__ = ("config", "prefix", "_prefix_slash", "handler", "label")
+    __slots__ = ("config", "prefix", "_prefix_slash", "handler", "filters", "terminal", "label")
 
-    def __init__(self, config: RouteConfig, handler: Callable[[Any], Any]) -> None:
+    def __init__(self, config: RouteConfig, handler: Callable[[Any], Any], filters: Sequence[Any] = (),
+                 terminal: Callable[[Any], Any] | None = None) -> None:
+        """``handler``: what serves a request: ``terminal`` wrapped in ``filters`` (app.compose),
+        both kept for ``simpleproxy route`` (explain.py), which walks them one by one."""
         self.config = config
         self.prefix = config.path
         self._prefix_slash = config.path if config.path.endswith("/") else config.path + "/"
         self.handler = handler
+        self.filters = tuple(filters)
+        self.terminal = terminal if terminal is not None else handler
         #: the route's name in metrics and on the status page: ``app.example.com/api``, ``*/``
         self.label = route_label(config.host, config.path)
 

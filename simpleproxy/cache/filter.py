@@ -141,18 +141,35 @@ class CacheFilter:
         query = request.query if self.key_query else ""
         return f"{request.scheme}://{request.authority.lower()}{request.path}{query}"
 
-    def __call__(self, request: Request, next: Handler) -> Response:
+    @staticmethod
+    def passed_on(request: Request) -> str:
+        """Why a request goes to the origin without a lookup ("" when it is looked up):
+        ``method`` (only GET and HEAD are; an unsafe one invalidates), ``upgrade`` (a WebSocket
+        handshake is never answered from store), ``precondition`` (If-Match, If-Unmodified-Since
+        and If-Range are for the origin to evaluate, section 4.3.2)."""
         method = request.method
         if method != "GET" and method != "HEAD":
-            response = next(request)
-            if method not in SAFE_METHODS and _status(response) < 400:
-                self._invalidate(request, response)
-            return _tag(response, "fwd=method")
-        if UPGRADE in request.environ:  # a WebSocket handshake is never answered from store
-            return next(request)
+            return "method"
         environ = request.environ
+        if UPGRADE in environ:
+            return "upgrade"
         if "HTTP_IF_MATCH" in environ or "HTTP_IF_UNMODIFIED_SINCE" in environ or "HTTP_IF_RANGE" in environ:
-            return _tag(self._bypass(request, next), "fwd=bypass")  # preconditions for the origin (4.3.2)
+            return "precondition"
+        return ""
+
+    def __call__(self, request: Request, next: Handler) -> Response:
+        passed_on = self.passed_on(request)
+        if passed_on:
+            if passed_on == "method":
+                response = next(request)
+                if request.method not in SAFE_METHODS and _status(response) < 400:
+                    self._invalidate(request, response)
+                return _tag(response, "fwd=method")
+            if passed_on == "upgrade":
+                return next(request)
+            return _tag(self._bypass(request, next), "fwd=bypass")
+        method = request.method
+        environ = request.environ
         cache_control = environ.get("HTTP_CACHE_CONTROL")
         directives = _NO_DIRECTIVES if cache_control is None else RequestDirectives(cache_control)
         key = self.key(request)

@@ -14,7 +14,9 @@ from ..response import Handler, Response
 class AccessFilter:
     """403 unless the client is in ``allow`` (when given) and not in ``deny``; answers memoised per address."""
 
-    def __init__(self, rules: AccessRules) -> None:
+    def __init__(self, rules: AccessRules, where: str = "access") -> None:
+        """``where``: the configuration key the rules come from (``access``, ``routes[2].access``)."""
+        self.where = where
         self.allow = rules.allow
         self.deny = rules.deny
         self._known: Memo[str, bool] = Memo(self._decide)

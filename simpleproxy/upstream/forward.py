@@ -68,7 +68,8 @@ class UpstreamHandler:
         self.timeouts = dataclasses.replace(upstream.config.timeouts, **(route.timeouts or {}))
         self._failing_statuses = frozenset(upstream.config.passive.statuses)
         self._retried_statuses = frozenset(upstream.config.retries.statuses)
-        self._retried_methods = upstream.config.retries.methods
+        #: the methods resent to another server after a failure (when the body is in hand)
+        self.retried_methods = upstream.config.retries.methods
         #: for an upgrade's answer: the backend's Upgrade field is kept aside, to be checked
         self._upgrade_fields = {**headers.response_fields, "upgrade": "upgrade"}
 
@@ -83,7 +84,7 @@ class UpstreamHandler:
         body = _read_body(request, self.max_body)
         # Resent only when idempotent and its body is in hand; never once a byte of
         # the answer left (nothing has: retries happen before a Response exists).
-        may_retry = request.method in self._retried_methods and body is not None
+        may_retry = request.method in self.retried_methods and body is not None
         tried: list[ServerPool] = []
         sticky = upstream.sticky_server(request) if upstream.sticky_cookie else None
         while True:
@@ -191,17 +192,22 @@ class UpstreamHandler:
         upstream.count_retry()
         return True
 
-    def _head(self, request: Request, server: ServerPool, body: bytes | None) -> bytes:
+    def sent_host(self, request: Request, server: str) -> str:
+        """The ``Host`` the backend ``server`` (its host:port) receives (the route's ``host_header``)."""
         host = self._host_header
         if host == "client":
-            host = request.authority or server.name
-        elif host == "upstream":
-            host = server.name
-        target = request.route.upstream_path(request.path) + request.query
+            return request.authority or server
+        return server if host == "upstream" else host
+
+    def sent_target(self, request: Request) -> str:
+        """The request target the backend receives (the prefix stripped if the route says so)."""
+        return request.route.upstream_path(request.path) + request.query
+
+    def _head(self, request: Request, server: ServerPool, body: bytes | None) -> bytes:
         return self.headers.request_head(
-            request.environ, request.method, target, host, request.client,
-            request.scheme, request.authority, request.content_length if body is None else len(body),
-            request.request_id, request.client_ip,
+            request.environ, request.method, self.sent_target(request), self.sent_host(request, server.name),
+            request.client, request.scheme, request.authority,
+            request.content_length if body is None else len(body), request.request_id, request.client_ip,
         )
 
     def _relay(self, server: ServerPool, conn: Any, response: ResponseHead, rest: bytes, request_started: float) -> Response:

@@ -131,7 +131,7 @@ def test_explain_names_the_limits_and_access_rules() -> None:
     text = explain(config, "http://h/x")[1]
     assert "limits    rate_limit" not in text  # the global one is absent: only the route's
     assert "routes[0].rate_limit: 10/s, burst 5, per client_ip (reject)" in text
-    assert "access    deny 10.0.0.0/8 (everywhere)" in text
+    assert "access    access: deny 10.0.0.0/8; client 127.0.0.1 passes" in text
 
 
 def test_waf_rules_global_then_route_then_baseline_and_the_backend_sees_nothing_refused(backends, proxy) -> None:

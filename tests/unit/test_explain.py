@@ -41,7 +41,7 @@ def test_unsafe_methods_show_invalidation_and_retry_rules() -> None:
 
 def test_wildcards_sticky_cookies_and_local_answers() -> None:
     _, text = explain(CONFIG, "http://shop.example.com/cart", "GET", {"Cookie": "sp=abc"})
-    assert "route     routes[1]: wildcard *.example.com" in text and "cookie sp (sent: its server first)" in text
+    assert "route     routes[1]: wildcard *.example.com" in text and "cookie sp (sent, but names no server here" in text
     assert "cache     off for this route" in text
     assert explain(CONFIG, "http://elsewhere/", "GET")[0] == 204
 
