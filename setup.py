@@ -23,7 +23,7 @@ setup(
     package_data={"simpleproxy.conf": ["*.yaml", "examples/*.yaml"], "simpleproxy.admin": ["*.html"]},
     install_requires=[
         "urllib3>=2.0,<3",  # pool internals (_get_conn/_put_conn) are used; see upstream/pool.py
-        "werkzeug>=3.0",
+        "werkzeug>=3.0,<4",  # the admin app, HTTP dates, the test client (README: Architecture)
         "waitress>=3.0.2,<3.1",  # internals are used: simpleproxy/frontend/contract.py (TESTED)
         "pyyaml>=6.0",
     ],

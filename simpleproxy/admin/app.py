@@ -19,8 +19,12 @@ import ipaddress
 import json
 import re
 import time
+from http import HTTPStatus
 from typing import Any, Callable, Iterable
-from urllib.parse import parse_qs
+
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
 
 from ..config import AdminSettings, Config
 from ..observe.metrics import Collector, RequestStats, exposition, store_names
@@ -48,8 +52,22 @@ def redacted(config: Config) -> dict[str, Any]:
     return clean(dataclasses.asdict(config))
 
 
+#: the endpoints; a GET also answers HEAD. Errors are the app's own plain-text lines.
+URLS = Map([
+    Rule("/", endpoint="page", methods=["GET"]),
+    Rule("/health", endpoint="health", methods=["GET"]),
+    Rule("/ready", endpoint="ready", methods=["GET"]),
+    Rule("/metrics", endpoint="metrics", methods=["GET"]),
+    Rule("/config", endpoint="config", methods=["GET"]),
+    Rule("/status.json", endpoint="status_json", methods=["GET"]),
+    Rule("/reload", endpoint="reload", methods=["POST"]),
+    Rule("/cache/purge", endpoint="purge", methods=["POST"]),
+], merge_slashes=False)
+
+
 class AdminApp:
-    """``AdminApp(server)``: the admin endpoints for a :class:`~simpleproxy.server.ProxyServer`."""
+    """``AdminApp(server)``: the admin endpoints for a :class:`~simpleproxy.server.ProxyServer`,
+    a werkzeug application (its routing, request and response objects, HTTP exceptions)."""
 
     def __init__(self, server: Any, settings: AdminSettings) -> None:
         self.server = server
@@ -59,91 +77,100 @@ class AdminApp:
         if server.app.stats is None:  # an app built without an admin listener in its config
             server.app.stats = RequestStats()
         self.collector = Collector(server.app.stats, lambda: server.app.state, lambda: server)
-        self.routes: dict[tuple[str, str], Callable[[dict[str, Any]], tuple[str, list, bytes]]] = {
-            ("GET", "/health"): lambda env: _text("200 OK", "ok\n"),
-            ("GET", "/ready"): self._ready,
-            ("GET", "/metrics"): self._metrics,
-            ("GET", "/config"): lambda env: _json("200 OK", redacted(self.server.app.config)),
-            ("GET", "/status.json"): lambda env: _json("200 OK", self.status()),
-            ("POST", "/reload"): self._reload,
-            ("POST", "/cache/purge"): self._purge,
-        }
+        self._urls = URLS.bind("admin")  # matched by path and method only: no environ's host or scheme needed
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "/")
-        if method == "GET" and path == "/":
-            status, headers, body = _page()
-        else:
-            status, headers, body = self._guarded(environ, method, path)
-        headers = [*headers, ("Content-Length", str(len(body))), ("Cache-Control", "no-store"),
-                   ("X-Content-Type-Options", "nosniff")]
-        start_response(status, headers)
-        return [b"" if method == "HEAD" else body]
-
-    def _guarded(self, environ: dict[str, Any], method: str, path: str) -> tuple[str, list, bytes]:
-        refusal = self._refusal(environ)
-        if refusal is not None:
-            return refusal
-        handler = self.routes.get((method, path))
-        if handler is None:
-            if any(p == path for _, p in self.routes):
-                return _text("405 Method Not Allowed", f"{path} takes " + " or ".join(m for m, p in self.routes if p == path) + "\n")
-            return _text("404 Not Found", "no such admin endpoint\n")
-        if method == "POST" and environ.get("HTTP_X_SIMPLEPROXY_ADMIN") != "1":
-            return _text("403 Forbidden", "admin POSTs need the header X-Simpleproxy-Admin: 1\n")
-        return handler(environ)
-
-    def _refusal(self, environ: dict[str, Any]) -> tuple[str, list, bytes] | None:
-        if self.token is not None:
-            given = environ.get("HTTP_AUTHORIZATION", "").encode("latin-1", "replace")
-            if not hmac.compare_digest(given, b"Bearer " + self.token):
-                status, headers, body = _text("401 Unauthorized", "a bearer token is needed\n")
-                return status, [*headers, ("WWW-Authenticate", 'Bearer realm="simpleproxy admin"')], body
-            return None
+        request = Request(environ)
         try:
-            local = ipaddress.ip_address(environ.get("REMOTE_ADDR", "")).is_loopback
+            response = self._dispatch(request)
+        except HTTPException as exc:
+            response = exc.get_response(environ)
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response(environ, start_response)  # a HEAD gets the fields, Content-Length included, no body
+
+    def _dispatch(self, request: Request) -> Response:
+        path = request.path
+        if path != "/":  # the page's HTML shell is public; it asks status.json with the token
+            self._guard(request)
+        try:
+            endpoint, _ = self._urls.match(path, request.method)
+        except MethodNotAllowed as exc:
+            allowed = [m for m in exc.valid_methods or () if m != "HEAD"]
+            raise _refused(405, f"{path} takes {' or '.join(allowed)}\n", [("Allow", ", ".join(exc.valid_methods or ()))])
+        except NotFound:
+            raise _refused(404, "no such admin endpoint\n") from None
+        if request.method == "POST" and request.headers.get("X-Simpleproxy-Admin") != "1":
+            raise _refused(403, "admin POSTs need the header X-Simpleproxy-Admin: 1\n")
+        handler: Callable[[Request], Response] = getattr(self, "_" + endpoint)
+        return handler(request)
+
+    def _guard(self, request: Request) -> None:
+        """With a token: the bearer token, compared in constant time; without: loopback clients
+        calling the listener by a loopback name only."""
+        if self.token is not None:
+            authorization = request.authorization  # the scheme in any case (RFC 9110 section 11.1)
+            given = (authorization.token or "") if authorization is not None and authorization.type == "bearer" else ""
+            if not hmac.compare_digest(given.encode("latin-1", "replace"), self.token):
+                raise _refused(401, "a bearer token is needed\n", [("WWW-Authenticate", 'Bearer realm="simpleproxy admin"')])
+            return
+        try:
+            local = ipaddress.ip_address(request.remote_addr or "").is_loopback
         except ValueError:
             local = False
         if not local:
-            return _text("403 Forbidden", "the admin listener serves local clients only (or set admin.token)\n")
+            raise _refused(403, "the admin listener serves local clients only (or set admin.token)\n")
         # DNS rebinding: a web page whose name now points at 127.0.0.1 would be same-origin with
         # this listener; its requests carry that name in Host, so only loopback names are served.
-        host = environ.get("HTTP_HOST", "")
+        host = request.environ.get("HTTP_HOST", "")
         if host.startswith("["):
             host = host[1:].partition("]")[0]
         elif host.count(":") == 1:
             host = host.partition(":")[0]
         if host.lower() not in self.local_names:
-            return _text("403 Forbidden", "the Host must be localhost or a loopback address (or set admin.token)\n")
-        return None
+            raise _refused(403, "the Host must be localhost or a loopback address (or set admin.token)\n")
 
-    def _ready(self, environ: dict[str, Any]) -> tuple[str, list, bytes]:
-        if self.server.draining:
-            return _text("503 Service Unavailable", "draining\n")
-        return _text("200 OK", "ready\n")
+    def _page(self, request: Request) -> Response:
+        global _PAGE
+        if _PAGE is None:
+            _PAGE = importlib.resources.files(__package__).joinpath("status.html").read_bytes()
+        response = Response(_PAGE, content_type="text/html; charset=utf-8")
+        response.headers["Content-Security-Policy"] = "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
+        return response
 
-    def _metrics(self, environ: dict[str, Any]) -> tuple[str, list, bytes]:
+    def _health(self, request: Request) -> Response:
+        return _text(200, "ok\n")
+
+    def _ready(self, request: Request) -> Response:
+        return _text(503, "draining\n") if self.server.draining else _text(200, "ready\n")
+
+    def _metrics(self, request: Request) -> Response:
         try:
             body, content_type = exposition(self.collector)
         except ImportError:
-            return _text("501 Not Implemented", "metrics need prometheus_client: pip install 'simpleproxy[metrics]'\n")
-        return "200 OK", [("Content-Type", content_type)], body
+            return _text(501, "metrics need prometheus_client: pip install 'simpleproxy[metrics]'\n")
+        return Response(body, content_type=content_type)
 
-    def _reload(self, environ: dict[str, Any]) -> tuple[str, list, bytes]:
+    def _config(self, request: Request) -> Response:
+        return _json(200, redacted(self.server.app.config))
+
+    def _status_json(self, request: Request) -> Response:
+        return _json(200, self.status())
+
+    def _reload(self, request: Request) -> Response:
         problems = self.server.reload()
         if problems:
-            return _json("422 Unprocessable Content", {"reloaded": False, "problems": problems})
-        return _json("200 OK", {"reloaded": True})
+            return _json(422, {"reloaded": False, "problems": problems})
+        return _json(200, {"reloaded": True})
 
-    def _purge(self, environ: dict[str, Any]) -> tuple[str, list, bytes]:
-        query = parse_qs(environ.get("QUERY_STRING", ""))
-        url = (query.get("url") or [""])[0]
-        prefix = (query.get("prefix") or ["0"])[0] in ("1", "true", "yes")
+    def _purge(self, request: Request) -> Response:
+        url = request.args.get("url", "")
+        prefix = request.args.get("prefix", "0") in ("1", "true", "yes")
         try:
             purged = self.server.app.purge(url, prefix=prefix)
         except ValueError as exc:
-            return _json("400 Bad Request", {"error": str(exc)})
-        return _json("200 OK", {"purged": purged, "url": url, "prefix": prefix})
+            return _json(400, {"error": str(exc)})
+        return _json(200, {"purged": purged, "url": url, "prefix": prefix})
 
     def status(self) -> dict[str, Any]:
         """What the status page shows: routes, servers with health and load, caches, traffic."""
@@ -179,20 +206,22 @@ class AdminApp:
         }
 
 
-def _text(status: str, text: str) -> tuple[str, list, bytes]:
-    return status, [("Content-Type", "text/plain; charset=utf-8")], text.encode("utf-8")
+def _status(code: int) -> str:
+    """``404 Not Found`` (werkzeug would write ``404 NOT FOUND``)."""
+    return f"{code} {HTTPStatus(code).phrase}"
 
 
-def _json(status: str, data: Any) -> tuple[str, list, bytes]:
-    return status, [("Content-Type", "application/json")], (json.dumps(data, indent=1) + "\n").encode("utf-8")
+def _text(code: int, text: str, headers: Iterable[tuple[str, str]] = ()) -> Response:
+    return Response(text, status=_status(code), headers=list(headers), content_type="text/plain; charset=utf-8")
+
+
+def _json(code: int, data: Any) -> Response:
+    return Response(json.dumps(data, indent=1) + "\n", status=_status(code), content_type="application/json")
+
+
+def _refused(code: int, text: str, headers: Iterable[tuple[str, str]] = ()) -> HTTPException:
+    """An error answer as an exception (werkzeug's), carrying our plain-text response."""
+    return HTTPException(response=_text(code, text, headers))
 
 
 _PAGE: bytes | None = None
-
-
-def _page() -> tuple[str, list, bytes]:
-    global _PAGE
-    if _PAGE is None:
-        _PAGE = importlib.resources.files(__package__).joinpath("status.html").read_bytes()
-    return "200 OK", [("Content-Type", "text/html; charset=utf-8"),
-                      ("Content-Security-Policy", "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'")], _PAGE

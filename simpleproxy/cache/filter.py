@@ -42,7 +42,7 @@ from .store import Caches, Entry, Freshness, Store
 log = logging.getLogger("simpleproxy.cache")
 
 
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 _CONDITIONAL = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE")
 _NAME = "simpleproxy"
 _NO_DIRECTIVES = RequestDirectives(None)

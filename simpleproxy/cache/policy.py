@@ -10,8 +10,9 @@ from __future__ import annotations
 import calendar
 import re
 import time
-from email.utils import formatdate
 from typing import Mapping
+
+from werkzeug.http import http_date
 
 from ..grammar import HOP_BY_HOP, environ_key, is_token, split_list, unquote
 
@@ -40,9 +41,9 @@ _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _LONG_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 # RFC 9110 section 5.6.7: IMF-fixdate, then the two obsolete forms a recipient must accept.
 # Names are matched without regard to case (senders get it wrong; the meaning is plain).
-_IMF_FIXDATE = re.compile(r"([a-z]{3}), (\d{2}) ([a-z]{3}) (\d{4}) (\d{2}):(\d{2}):(\d{2}) GMT", re.I)
-_RFC850_DATE = re.compile(r"([a-z]{6,9}), (\d{2})-([a-z]{3})-(\d{2}) (\d{2}):(\d{2}):(\d{2}) GMT", re.I)
-_ASCTIME_DATE = re.compile(r"([a-z]{3}) ([a-z]{3}) ([ \d]\d) (\d{2}):(\d{2}):(\d{2}) (\d{4})", re.I)
+_IMF_FIXDATE = re.compile(r"([a-z]{3}), (\d{2}) ([a-z]{3}) (\d{4}) (\d{2}):(\d{2}):(\d{2}) GMT", re.I | re.A)
+_RFC850_DATE = re.compile(r"([a-z]{6,9}), (\d{2})-([a-z]{3})-(\d{2}) (\d{2}):(\d{2}):(\d{2}) GMT", re.I | re.A)
+_ASCTIME_DATE = re.compile(r"([a-z]{3}) ([a-z]{3}) ([ \d]\d) (\d{2}):(\d{2}):(\d{2}) (\d{4})", re.I | re.A)
 
 
 def parse_directives(value: str | None) -> dict[str, str | None]:
@@ -145,7 +146,8 @@ def parse_http_date(value: str | None) -> float | None:
         return None
     try:
         fields = (int(year), month_number, int(day), int(hh), int(mm), int(ss))
-        if not (1 <= fields[2] <= 31 and fields[3] < 24 and fields[4] < 60 and fields[5] < 61):
+        if not (1 <= fields[2] <= calendar.monthrange(fields[0], month_number)[1]  # no 30 February
+                and fields[3] < 24 and fields[4] < 60 and fields[5] < 61):
             return None
         return float(calendar.timegm(fields + (0, 0, 0)))
     except (ValueError, OverflowError):
@@ -157,8 +159,8 @@ def _this_year() -> int:
 
 
 def format_http_date(seconds: float) -> str:
-    """IMF-fixdate, as every generated Date is written."""
-    return formatdate(seconds, usegmt=True)
+    """IMF-fixdate, as every generated Date is written (werkzeug's, which is this exactly)."""
+    return http_date(seconds)
 
 
 def parse_age(value: str | None) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from werkzeug.test import Client
 
 from conftest import LONG_TIMEOUT, SHORT_TIMEOUT
 from simpleproxy.admin import AdminApp
@@ -96,13 +97,31 @@ def test_a_token_is_required_when_configured(tmp_path, backends, served) -> None
 
 def test_without_a_token_only_local_clients_are_served(tmp_path, backends, served) -> None:
     server = served(write(tmp_path / "c.yaml", backends().url))
-    app = AdminApp(server, AdminSettings(("127.0.0.1", 0)))
-    answers = []
-    for address, host in (("10.1.2.3", "127.0.0.1"), ("192.168.0.9", "localhost"), ("::1", "[::1]:9901"),
-                          ("127.0.0.1", "127.0.0.1:9901"), ("127.0.0.1", "evil.example:9901")):  # DNS rebinding
-        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/health", "REMOTE_ADDR": address, "HTTP_HOST": host}
-        app(environ, lambda status, headers: answers.append(status[:3]))
-    assert answers == ["403", "403", "200", "200", "403"]
+    client = Client(AdminApp(server, AdminSettings(("127.0.0.1", 0))))
+    answers = [
+        client.get("/health", headers={"Host": host}, environ_base={"REMOTE_ADDR": address}).status_code
+        for address, host in (("10.1.2.3", "127.0.0.1"), ("192.168.0.9", "localhost"), ("::1", "[::1]:9901"),
+                              ("127.0.0.1", "127.0.0.1:9901"), ("127.0.0.1", "evil.example:9901"))  # DNS rebinding
+    ]
+    assert answers == [403, 403, 200, 200, 403]
+
+
+def test_head_allow_fields_and_plain_text_errors_with_a_token(tmp_path, backends, served) -> None:
+    server = served(write(tmp_path / "c.yaml", backends().url))
+    client = Client(AdminApp(server, AdminSettings(("127.0.0.1", 0), token=TOKEN)))
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    head = client.head("/health", headers=auth)  # RFC 9110 section 9.3.2: HEAD wherever GET is
+    assert (head.status, head.data, head.headers["Content-Length"]) == ("200 OK", b"", "3")
+    assert client.get("/health", headers={"Authorization": f"bearer {TOKEN}"}).status_code == 200  # any case
+    unknown = client.get("/no-such-thing")  # 401 before 404: unknown paths tell nothing either
+    assert unknown.status == "401 Unauthorized" and unknown.headers["WWW-Authenticate"].startswith("Bearer")
+    wrong = client.get("/reload", headers=auth)
+    assert (wrong.status, wrong.headers["Allow"], wrong.data) == ("405 Method Not Allowed", "POST", b"/reload takes POST\n")
+    missing = client.get("/nothing", headers=auth)
+    assert (missing.status_code, missing.data) == (404, b"no such admin endpoint\n")
+    for answer in (head, unknown, wrong, missing):
+        assert answer.headers["Cache-Control"] == "no-store" and answer.headers["X-Content-Type-Options"] == "nosniff"
+        assert answer is head or answer.headers["Content-Type"] == "text/plain; charset=utf-8"
 
 
 def test_config_redacts_credentials_in_urls() -> None:

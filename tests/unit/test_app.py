@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+from werkzeug.test import Client
+
 from simpleproxy.app import ProxyApp, compose
 from simpleproxy.config import config_from_dict
 from simpleproxy.observe.accesslog import AccessLog
@@ -11,18 +13,9 @@ from simpleproxy.response import Response
 
 
 def call(app: ProxyApp, path: str, **extra: object) -> tuple[str, dict[str, str], bytes]:
-    environ = {
-        "REQUEST_METHOD": "GET", "REQUEST_URI": path, "PATH_INFO": path, "SERVER_PROTOCOL": "HTTP/1.1",
-        "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "h", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(),
-        **extra,
-    }
-    seen = {}
-
-    def start_response(status: str, headers: list) -> None:
-        seen["status"], seen["headers"] = status, dict(headers)
-
-    body = b"".join(app(environ, start_response))
-    return seen["status"], seen["headers"], body
+    """A GET through the app in this process (werkzeug's test client: it also closes the body)."""
+    answer = Client(app).get(path, headers={"Host": "h"}, environ_base={"REMOTE_ADDR": "127.0.0.1", **extra})
+    return answer.status, dict(answer.headers), answer.data
 
 
 def test_filters_run_in_order_around_the_terminal_handler() -> None:
