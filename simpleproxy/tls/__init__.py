@@ -1,2 +1,2 @@
-"""TLS termination: certificates and SNI (:mod:`.certs`), the front listener (:mod:`.front`),
-and what routes say about TLS (:mod:`.routes`)."""
+"""TLS: certificates and SNI (:mod:`.certs`) and what routes say about TLS (:mod:`.routes`).
+The HTTPS listener itself is part of the front end (simpleproxy/frontend/tls.py)."""
