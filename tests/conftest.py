@@ -16,6 +16,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -228,9 +229,16 @@ class Proxy:
                 out += chunk
             return out
 
-    def log_lines(self) -> list[str]:
-        self.access_log.flush()
-        return self.log_stream.getvalue().splitlines()
+    def log_lines(self, at_least: int = 0) -> list[str]:
+        """The access log's lines, once there are ``at_least`` of them: a streamed response's line
+        is written when the server closes its body, which may be just after the client has read it."""
+        deadline = time.monotonic() + LONG_TIMEOUT
+        while True:
+            self.access_log.flush()
+            lines = self.log_stream.getvalue().splitlines()
+            if len(lines) >= at_least or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.002)  # a ready-check's poll, bounded by the deadline
 
     def stop(self) -> None:
         self.server.stop()

@@ -27,7 +27,8 @@ def test_a_route_limit_refuses_past_the_burst_and_refills_at_the_rate(backends, 
     clock.now += 0.5  # one token back
     ok, _ = p.request("GET", "/")
     assert ok.status == 200 and ok.getheader("RateLimit") == '"*/";r=0;t=2'
-    assert p.log_lines()[-2].endswith(" rejected") and p.log_lines()[-1].endswith(" passed")
+    lines = p.log_lines(at_least=6)
+    assert lines[-2].endswith(" rejected") and lines[-1].endswith(" passed")
 
 
 def test_the_global_limit_applies_to_every_route_before_its_own(backends, proxy) -> None:
@@ -49,7 +50,7 @@ def test_only_a_trusted_proxy_names_the_client(backends, proxy) -> None:
     assert trusting.request("GET", "/", headers={"X-Forwarded-For": "1.1.1.1, 10.0.0.7"})[0].status == 200
     assert trusting.request("GET", "/", headers={"X-Forwarded-For": "2.2.2.2"})[0].status == 200  # another client
     assert trusting.request("GET", "/", headers={"X-Forwarded-For": "9.9.9.9, 1.1.1.1"})[0].status == 429
-    assert trusting.log_lines()[-1].startswith("1.1.1.1 - - [")  # and the log names it
+    assert trusting.log_lines(at_least=3)[-1].startswith("1.1.1.1 - - [")  # and the log names it
 
 
 def test_cidr_rules_global_and_per_route_ipv4_and_ipv6(backends, proxy) -> None:
