@@ -56,7 +56,7 @@ class Backend(asyncio.Protocol):
             if end < 0:
                 return
             head, self.buf = self.buf[:end], self.buf[end + 4:]
-            path = head.split(b" ", 2)[1].rpartition(b"/")[2]
+            path = head.split(b" ", 2)[1].partition(b"?")[0].rpartition(b"/")[2]  # the query is not the name
             if path in _SMALL:
                 self.transport.write(_SMALL[path])  # type: ignore[attr-defined]
                 if b"\r\nconnection: close" in head.lower():

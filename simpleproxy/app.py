@@ -32,6 +32,7 @@ from .response import Filter, FixedResponder, Handler, Response, TunnelResponse
 from .ratelimit import build_limiters
 from .routing import Route, RouteTable
 from .security.access import AccessFilter
+from .security.basic_auth import BasicAuthFilter
 from .security.bots import BanList, BotGuard
 from .security.waf import baseline_rules, waf_filter
 from .tls.routes import TLSRouteFilter
@@ -87,6 +88,8 @@ class ProxyState:
         )
         self.limit_filters = limit_filters  #: by route key
         global_access = AccessFilter(config.access) if config.access is not None else None
+        #: one for every route without its own, so a user verified on one is verified on all
+        global_auth = BasicAuthFilter(config.basic_auth) if config.basic_auth is not None else None
         #: checked before routing (user agents, bans); None without ``bots:``
         self.bots = _bot_guard(config, clock, previous)
         baseline = baseline_rules()
@@ -113,9 +116,14 @@ class ProxyState:
                 filters.append(waf)
             if route_config.key in limit_filters:
                 filters.append(limit_filters[route_config.key])
-            if needs_tls_filter(route_config):
+            if needs_tls_filter(route_config):  # before credentials: a redirect to https comes first
                 filters.append(TLSRouteFilter(route_config, lambda: self.https_port))
-            if route_config.key in cache_filters:
+            auth = route_config.basic_auth
+            if auth is None and global_auth is not None:
+                filters.append(global_auth)
+            elif auth is not None and auth.enabled:
+                filters.append(BasicAuthFilter(auth, f"{route_config.key}.basic_auth"))
+            if route_config.key in cache_filters:  # after credentials: nothing stored reaches anyone without them
                 filters.append(cache_filters[route_config.key])
             routes.append(Route(route_config, compose(filters, terminal), filters, terminal))
         self.table = RouteTable(routes)
@@ -214,13 +222,13 @@ class ProxyApp:
         state = self.state
         started = time.perf_counter()
         request = None
-        banned = False
+        strike = True  #: the answer counts toward a ban (bots)
         try:
             request = state.read(environ, started)
             response = state.admit(request).handler(request)
         except ProxyError as exc:
             response = self._error_response(exc, environ, request)
-            banned = isinstance(exc, Banned)
+            strike = exc.strike and not isinstance(exc, Banned)
             if isinstance(exc, RateLimited):
                 response.limit = "rejected"
             elif isinstance(exc, WAFDenied) and self.stats is not None:
@@ -229,7 +237,7 @@ class ProxyApp:
             rid = request.get_request_id() if request else ""
             log.exception("internal error serving %s (request id %s)", environ.get("REQUEST_URI", ""), rid)
             response = self._error_response(ProxyError("internal error"), environ, request)
-        if state.bots is not None and not banned:
+        if state.bots is not None and strike:
             state.bots.observe(request.client_ip if request is not None else environ.get("REMOTE_ADDR", ""),
                                int(response.status[:3]))
         headers = response.headers  # a list of this response's own: added to in place
@@ -342,7 +350,7 @@ class ProxyApp:
             rid = next((value for name, value in response.own_headers or () if name == "X-Request-Id"), "-")
         client = request.client_ip if request is not None else environ.get("REMOTE_ADDR", "-")
         self.access_log.log(environ, response.status, size, seconds, response.upstream, rid, key, response.cache,
-                            response.limit, client, tunnel)
+                            response.limit, client, tunnel, request.user if request is not None else "")
 
     def _done_streaming(
         self, environ: dict[str, Any], request: Request | None, response: Response, started: float, body: StreamingBody

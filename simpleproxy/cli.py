@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import getpass
+import importlib.resources
+import importlib.util
 import logging
 import sys
-import importlib.resources
 import time
 from pathlib import Path
 from typing import Sequence
@@ -228,6 +230,31 @@ def serve(config: Config, what: str, path: str | None = None) -> int:
     return 0
 
 
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    """Print a bcrypt hash for basic_auth. The password is read without echo from a terminal
+    (twice, to catch a typo), else as the first line of standard input (scripts)."""
+    if importlib.util.find_spec("bcrypt") is None:
+        print("error: hashing needs the bcrypt package: pip install 'simpleproxy[auth]'", file=sys.stderr)
+        return 1
+    from .security.basic_auth import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("error: the two passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("error: an empty password", file=sys.stderr)
+        return 1
+    if len(password.encode("utf-8")) > 72:
+        print("warning: bcrypt reads the first 72 bytes of a password; the rest is not checked", file=sys.stderr)
+    hashed = hash_password(password, args.rounds)
+    print(f"{args.user}:{hashed}" if args.user else hashed)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -259,6 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--method", "-X", default="GET")
     route.add_argument("--header", "-H", action="append", help="a request header, 'Name: value' (repeatable)")
     route.set_defaults(func=cmd_route)
+
+    hashing = commands.add_parser("hash-password", help="print a bcrypt hash for basic_auth (reads the password without echo)")
+    hashing.add_argument("user", nargs="?", help="print 'user:hash', a line for an htpasswd file")
+    hashing.add_argument("--rounds", type=int, default=12, choices=range(10, 16), metavar="10..15",
+                         help="bcrypt's cost: each step doubles the work of a check (default 12)")
+    hashing.set_defaults(func=cmd_hash_password)
 
     demo = commands.add_parser("demo", help="start two demo backends and a proxy in front of them")
     demo.add_argument("--listen", default="127.0.0.1:8080", help="proxy address (default 127.0.0.1:8080)")

@@ -189,6 +189,19 @@ class RateLimit:
 
 
 @dataclass(frozen=True)
+class BasicAuth:
+    """``basic_auth:`` at the top (every route) or on a route (instead of the top's; ``false``: none)."""
+
+    realm: str = "restricted"  #: named in the browser's prompt
+    #: user name -> bcrypt hash, from ``users`` and the ``users_file`` (read at load and reload)
+    users: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    users_file: str | None = None
+    #: pass the client's Authorization on to the backend (off: the backend gets X-Forwarded-User only)
+    forward_credentials: bool = False
+    enabled: bool = True  #: False for a route's ``basic_auth: false``
+
+
+@dataclass(frozen=True)
 class AccessRules:
     """``access:`` at the top or on a route: CIDR allow and deny lists (IPv4 and IPv6)."""
 
@@ -252,6 +265,7 @@ class RouteConfig:
     rate_limit: RateLimit | None = None
     access: AccessRules | None = None
     waf: WAFSettings | None = None
+    basic_auth: BasicAuth | None = None  #: None: the top's, if any
     #: Upgrade protocols tunnelled to the backend (lower case); others are ordinary requests
     upgrade: tuple[str, ...] = ("websocket",)
     max_tunnels: int = 0  #: open tunnels on this route at once; 0: only the server's bound
@@ -347,6 +361,7 @@ class Config:
     access: AccessRules | None = None  #: applies to every request, before a route's own
     waf: WAFSettings | None = None  #: rules for every request, before a route's own
     bots: BotSettings | None = None
+    basic_auth: BasicAuth | None = None  #: for every route without its own
     upstreams: dict[str, UpstreamConfig] = field(default_factory=dict)
     routes: tuple[RouteConfig, ...] = ()
     source: str = "<memory>"

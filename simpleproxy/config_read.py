@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import ssl
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from .config import (
@@ -50,6 +51,7 @@ from .config_walk import (
     to_statuses,
     to_text,
 )
+from .config_edge import read_basic_auth, read_route_basic_auth
 from .errors import CertificateError, ConfigError
 from .grammar import TCHAR, is_token
 from .request import normalize_path
@@ -62,7 +64,8 @@ _PROTOCOL = re.compile(f"[{TCHAR}]+(/[{TCHAR}]+)?")
 
 def read_config(data: object, source: str) -> Config:
     """Validate a parsed mapping; raise :class:`ConfigError` listing every problem."""
-    walker = Walker()
+    where = Path(source)
+    walker = Walker(where.parent if where.is_file() else None)  # relative file names: beside the file
     config = _read_config(Section(walker, data, ""), source)
     if walker.problems:
         raise ConfigError(walker.problems, source)
@@ -80,6 +83,7 @@ def _read_config(root: Section, source: str) -> Config:
     access = root.optional("access", read_access)
     waf = root.optional("waf", read_waf)
     bots = root.optional("bots", read_bots)
+    basic_auth = root.optional("basic_auth", read_basic_auth)
     upstreams: dict[str, UpstreamConfig] = {}
     ups = root.section("upstreams")
     for name in ups.data:
@@ -101,7 +105,7 @@ def _read_config(root: Section, source: str) -> Config:
     root.done()
     return Config(
         listen=listen, https=https, server=server, headers=headers, log=log, cache=cache, admin=admin,
-        rate_limit=rate_limit, access=access, waf=waf, bots=bots, upstreams=upstreams,
+        rate_limit=rate_limit, access=access, waf=waf, bots=bots, basic_auth=basic_auth, upstreams=upstreams,
         routes=routes, source=source,
     )
 
@@ -434,6 +438,7 @@ def _read_route(s: Section, upstream_names: dict) -> RouteConfig | None:
     rate_limit = s.optional("rate_limit", read_rate_limit)
     access = s.optional("access", read_access)
     waf = s.optional("waf", read_waf)
+    basic_auth = read_route_basic_auth(s)
     client_cert = None
     if s.has("client_cert"):
         value = s.data["client_cert"]
@@ -461,6 +466,7 @@ def _read_route(s: Section, upstream_names: dict) -> RouteConfig | None:
         rate_limit=rate_limit,
         access=access,
         waf=waf,
+        basic_auth=basic_auth,
         upgrade=s.get("upgrade", _upgrade_tokens, ("websocket",)),
         max_tunnels=s.get("max_tunnels", int_between(0, 1_000_000), 0),
         tunnel_idle_timeout=s.get("tunnel_idle_timeout", parse_duration, 60.0),

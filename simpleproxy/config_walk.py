@@ -18,8 +18,10 @@ T = TypeVar("T")
 
 
 class Walker:
-    def __init__(self) -> None:
+    def __init__(self, base_dir: Path | None = None) -> None:
         self.problems: list[str] = []
+        #: where relative file names in the configuration start: the file's own directory
+        self.base_dir = base_dir if base_dir is not None else Path.cwd()
 
     def error(self, path: str, message: str) -> None:
         self.problems.append(f"{path}: {message}" if path else message)

@@ -15,6 +15,8 @@ class ProxyError(Exception):
     reason: str = "Internal Server Error"
     #: the upstream server (host:port) that failed, for the log line
     upstream: str = ""
+    #: whether this answer counts toward a ban (bots.ban_statuses); not for what is no misdeed
+    strike: bool = True
 
     def __init__(self, detail: str = "", *, headers: tuple[tuple[str, str], ...] = ()) -> None:
         super().__init__(detail or self.reason)
@@ -34,6 +36,19 @@ class ClientError(ProxyError):
 class BadRequest(ClientError):
     status = 400
     reason = "Bad Request"
+
+
+class AuthRequired(ClientError):
+    """401 with a ``WWW-Authenticate`` challenge: no credentials, or wrong ones (``attempted``).
+    Only a wrong attempt counts toward a ban: a browser's first request never carries any."""
+
+    status = 401
+    reason = "Unauthorized"
+
+    def __init__(self, realm: str, attempted: bool) -> None:
+        super().__init__("wrong user name or password" if attempted else "credentials are needed",
+                         headers=(("WWW-Authenticate", f'Basic realm="{realm}", charset="UTF-8"'),))
+        self.strike = attempted
 
 
 class Forbidden(ClientError):

@@ -29,6 +29,7 @@ from .request import Request
 from .response import FixedResponder, Response
 from .routing import Route
 from .security.access import AccessFilter
+from .security.basic_auth import BasicAuthFilter
 from .security.waf import WAFFilter
 from .tls.routes import TLSRouteFilter
 from .upstream.forward import UpstreamHandler
@@ -118,6 +119,9 @@ def _filter(out: list[str], filter_: Any, request: Request) -> int:
         names = ", ".join(rule.name for rule in filter_.rules)
         outcome = {"deny": f"refused by {name} (403)", "allow": f"allowed by {name}; later rules skipped"}.get(action, "passes")
         out.append(f"  waf       {len(filter_.rules)} rules ({names}): {outcome}")
+    elif isinstance(filter_, BasicAuthFilter):
+        out.append(f"  auth      {filter_.where}: Basic, realm {filter_.realm!r}; the backend gets X-Forwarded-User"
+                   + (" and the client's Authorization" if filter_.forward_credentials else ", not the password"))
     elif isinstance(filter_, AccessFilter):
         rules = [f"allow only {', '.join(map(str, filter_.allow))}"] if filter_.allow else []
         rules += [f"deny {', '.join(map(str, filter_.deny))}"] if filter_.deny else []

@@ -30,6 +30,8 @@ _REBUILT = frozenset(
         "HTTP_X_CLIENT_CERT_SUBJECT",
         # the proxy's own request id (a trusted proxy's, kept) is sent instead
         "HTTP_X_REQUEST_ID",
+        # the user basic_auth verified, or none: a client cannot name itself
+        "HTTP_X_FORWARDED_USER",
         # waitress already answered "100 Continue" and holds the whole body.
         "HTTP_EXPECT",
         # httpoxy: a "Proxy" field becomes HTTP_PROXY in CGI-style environments.
@@ -134,7 +136,7 @@ class ForwardingHeaders:
 
     def request_head(
         self, environ: dict[str, Any], method: str, target: str, host: str, client: str,
-        scheme: str, authority: str, body_length: int, request_id: str = "", client_ip: str = "",
+        scheme: str, authority: str, body_length: int, request_id: str = "", client_ip: str = "", user: str = "",
     ) -> bytes:
         """The request line and fields sent upstream, ending with the blank line.
 
@@ -144,6 +146,8 @@ class ForwardingHeaders:
         lines = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
         if request_id:
             lines.append(f"X-Request-Id: {request_id}\r\n")
+        if user:
+            lines.append(f"X-Forwarded-User: {user}\r\n")
         connection_named = environ.get("HTTP_CONNECTION")
         named = connection_keys(connection_named) if connection_named else ()
         for key, name in _plans[tuple(environ)]:

@@ -36,17 +36,25 @@ class Memo(dict, Generic[K, V]):  # type: ignore[type-arg]
     function is pure, so either value is right.
     """
 
-    def __init__(self, compute: Callable[[K], V], limit: int = 4096) -> None:
+    def __init__(self, compute: Callable[[K], V] | None, limit: int = 4096) -> None:
+        """``compute``: None for a bounded map filled by :meth:`add` only (``memo.get(key)``
+        then answers None for what is not there)."""
         super().__init__()
         self.compute = compute
         self.limit = limit
         self._lock = threading.Lock()
 
     def __missing__(self, key: K) -> V:
+        if self.compute is None:
+            raise KeyError(key)
         value = self.compute(key)
+        self.add(key, value)
+        return value
+
+    def add(self, key: K, value: V) -> None:
+        """Keep ``value`` for ``key``, making room first when full."""
         with self._lock:
             if len(self) >= self.limit:
                 for old in list(islice(self, max(1, self.limit // 2))):  # dicts keep insertion order
                     del self[old]
             self[key] = value
-        return value

@@ -130,7 +130,7 @@ class Request:
 
     __slots__ = (
         "environ", "method", "host", "authority", "path", "query", "client", "client_ip", "scheme",
-        "content_length", "started", "request_id", "route",
+        "content_length", "started", "request_id", "route", "user",
     )
 
     def __init__(self, environ: dict[str, Any], max_body: int, started: float = 0.0) -> None:
@@ -138,6 +138,8 @@ class Request:
         self.started = started or time.perf_counter()
         self.request_id = ""
         self.route: Any = None
+        #: the user basic_auth verified ("" without): sent upstream as X-Forwarded-User, logged
+        self.user = ""
         self.method: str = environ["REQUEST_METHOD"]
         self.client: str = environ.get("REMOTE_ADDR", "")  #: the direct peer
         #: the client as the proxy trusts it: the peer, or what trusted proxies say (the app sets it)

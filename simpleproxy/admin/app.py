@@ -29,7 +29,7 @@ from werkzeug.wrappers import Request, Response
 from ..config import AdminSettings, Config
 from ..observe.metrics import Collector, RequestStats, exposition, store_names
 
-_SECRETS = frozenset(("password", "token"))
+_SECRETS = frozenset(("password", "token", "users"))  # users: basic_auth's bcrypt hashes
 _URL_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", re.I)
 
 

@@ -385,9 +385,8 @@ class CacheFilter:
         response_cc, targeted = response_directives(fields)
         if targeted:
             fields.pop("expires", None)
-        reason = storable(
-            request.method, status, directives.directives, response_cc, fields, "HTTP_AUTHORIZATION" in environ
-        )
+        credentials = "HTTP_AUTHORIZATION" in environ or bool(request.user)  # basic_auth may have taken the field
+        reason = storable(request.method, status, directives.directives, response_cc, fields, credentials)
         entry = None
         if reason is None:
             length = fields.get("content-length", "")

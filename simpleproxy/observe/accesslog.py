@@ -100,7 +100,7 @@ class AccessLog:
     def log(
         self, environ: dict[str, Any], status: str, size: int, duration: float, upstream: str,
         request_id: str = "-", route: str = "-", cache: str = "-", limit: str = "-", client: str | None = None,
-        tunnel: Any = None,
+        tunnel: Any = None, user: str = "",
     ) -> None:
         """``client``: the address the proxy trusts (the peer's unless a trusted proxy named another).
 
@@ -118,12 +118,12 @@ class AccessLog:
                 "target": target, "protocol": get("SERVER_PROTOCOL", "-"), "status": int(status[:3]),
                 "bytes": size, "referer": get("HTTP_REFERER"), "user_agent": get("HTTP_USER_AGENT"),
                 "duration": round(duration, 6), "upstream": upstream, "request_id": request_id, "route": route,
-                "cache": cache, "limit": limit,
+                "cache": cache, "limit": limit, "user": user or None,
                 **({"bytes_up": tunnel.bytes_up, "tunnel_end": tunnel.reason} if tunnel is not None else {}),
             }) + "\n"
         else:
             line = (
-                f'{client} - - [{self._timestamp()}] '
+                f'{client} - {_escaped(user) if user else "-"} [{self._timestamp()}] '
                 f'"{_escaped(get("REQUEST_METHOD", "-"))} {_escaped(target)} {get("SERVER_PROTOCOL", "-")}" '
                 f'{status[:3]} {size} "{_escaped(get("HTTP_REFERER", "-"))}" '
                 f'"{_escaped(get("HTTP_USER_AGENT", "-"))}" {duration:.4f} {upstream} {request_id} {route} {cache} {limit}'

@@ -207,7 +207,7 @@ class UpstreamHandler:
         return self.headers.request_head(
             request.environ, request.method, self.sent_target(request), self.sent_host(request, server.name),
             request.client, request.scheme, request.authority,
-            request.content_length if body is None else len(body), request.request_id, request.client_ip,
+            request.content_length if body is None else len(body), request.request_id, request.client_ip, request.user,
         )
 
     def _relay(self, server: ServerPool, conn: Any, response: ResponseHead, rest: bytes, request_started: float) -> Response:

@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import trustme
 
 from simpleproxy.config import config_from_dict
@@ -41,6 +42,8 @@ def _config(backend_url: str, tmp_path: Path) -> dict[str, Any]:
             {"host": "a.example", "path": "/secure", "upstream": "app", "redirect_https": True},
             {"host": "a.example", "path": "/certs", "upstream": "app", "client_cert": ["CN=ops"]},
             {"host": "a.example", "path": "/status", "respond": {"status": 204}},
+            {"host": "a.example", "path": "/staff", "upstream": "app",
+             "basic_auth": {"users": {"alice": bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()}}},
             {"host": "a.example", "path": "/", "upstream": "app", "waf": {"baseline": True}},
             {"host": "b.example", "path": "/only", "upstream": "app"},
             {"path": "/", "upstream": "app", "host_header": "upstream"},
@@ -57,6 +60,8 @@ REQUESTS = [  # (method, Host, target, extra fields)
     ("GET", "a.example", "/secure/page?x=1", {}),
     ("GET", "a.example", "/certs/x", {}),
     ("GET", "a.example", "/status", {}),
+    ("GET", "a.example", "/staff/x", {}),
+    ("GET", "a.example", "/staff/x", {"Authorization": "Basic YWxpY2U6cHc="}),  # alice:pw
     ("GET", "a.example", "/.git/config", {}),
     ("GET", "a.example", "/fine", {}),
     ("GET", "b.example", "/other", {}),
@@ -97,4 +102,4 @@ def test_what_route_explains_is_what_the_proxy_does(backends, proxy, tmp_path: P
             stored, _ = p.app.state.cache_filters["routes[0]"].store.lookup(key[1], {})
             assert (stored is not None) == ("stored when" in key[2]), where
     said = [explain(config, f"http://{host}{target}", method, fields)[0] for method, host, target, fields in REQUESTS]
-    assert {0, 204, 308, 400, 403, 404, 414} <= set(said)  # every kind of outcome was compared
+    assert {0, 204, 308, 400, 401, 403, 404, 414} <= set(said)  # every kind of outcome was compared

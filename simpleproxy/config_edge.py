@@ -1,0 +1,110 @@
+"""Readers of the edge sections: ``basic_auth`` (and later forward_auth, cors, compress).
+
+A users file is read here, at load and at every reload, so a wrong line is a
+configuration error naming the file, the line and what to do, and the running
+proxy never meets a hash it cannot check.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+from .config import BasicAuth
+from .config_walk import Section, to_bool, to_text
+
+#: a bcrypt hash as htpasswd -B and bcrypt write it: $2a$, $2b$ or $2y$, cost, 53 characters
+_BCRYPT = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+_USER = re.compile(r"[^:\s\x00-\x1f\x7f]{1,256}")  #: what a user name may be: no colon, no space or control
+
+
+def _hash_problem(value: str) -> str:
+    """Why a stored password is refused ("" for a bcrypt hash)."""
+    if _BCRYPT.fullmatch(value):
+        return ""
+    if value.startswith("$apr1$"):
+        return "is an MD5 (apr1) hash, which a GPU guesses by the billion a second: re-create it with " \
+               "'htpasswd -B' or 'simpleproxy hash-password'"
+    if value.startswith("{SHA}") or value.startswith("$1$") or value.startswith("$5$") or value.startswith("$6$"):
+        return "is not a bcrypt hash (only bcrypt is accepted): re-create it with 'htpasswd -B' or " \
+               "'simpleproxy hash-password'"
+    return "is not a bcrypt hash (a plain-text or crypt() password?): re-create it with 'htpasswd -B' or " \
+           "'simpleproxy hash-password'"
+
+
+def read_users_file(path: Path) -> tuple[list[tuple[str, str]], list[str]]:
+    """An Apache htpasswd file -> ((name, hash) pairs, problems by line)."""
+    users: list[tuple[str, str]] = []
+    problems: list[str] = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return [], [f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"]
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, stored = line.partition(":")
+        if not sep or not _USER.fullmatch(name):
+            problems.append(f"{path} line {number}: not 'name:hash'")
+            continue
+        why = _hash_problem(stored)
+        if why:
+            problems.append(f"{path} line {number}: the password of {name!r} {why}")
+            continue
+        users.append((name, stored))
+    return users, problems
+
+
+def read_route_basic_auth(route: Section) -> BasicAuth | None:
+    """A route's ``basic_auth``: its own, ``false`` (none, whatever the top says), or None (the top's)."""
+    if route.data.get("basic_auth") is False:
+        route.taken.add("basic_auth")
+        return BasicAuth(enabled=False)
+    return route.optional("basic_auth", read_basic_auth)
+
+
+def read_basic_auth(s: Section) -> BasicAuth:
+    users: dict[str, str] = {}
+    problems_before = len(s.walker.problems)
+    if s.has("users") and not isinstance(s.data["users"], dict):
+        s.taken.add("users")
+        s.walker.error(s.key("users"), "give users as a mapping of name: bcrypt hash")
+    elif s.has("users"):
+        given = s.section("users")
+        for name in list(given.data):
+            given.taken.add(name)
+            stored = to_text(given.data[name]) if isinstance(given.data[name], str) else ""
+            if not _USER.fullmatch(str(name)):
+                s.walker.error(given.key(str(name)), "a user name has no colon, space or control character")
+            elif why := _hash_problem(stored):
+                s.walker.error(given.key(str(name)), f"the password {why}")
+            else:
+                users[str(name)] = stored
+        given.done()
+    users_file = s.get("users_file", to_text, None)
+    if users_file is not None:
+        path = Path(users_file)
+        if not path.is_absolute():
+            path = s.walker.base_dir / path
+        found, problems = read_users_file(path)
+        for problem in problems:
+            s.walker.error(s.key("users_file"), problem)
+        for name, stored in found:
+            if name in users:
+                s.walker.error(s.key("users_file"), f"{name!r} is also in users: give each user once")
+            users[name] = stored
+    if not users and len(s.walker.problems) == problems_before:
+        s.walker.error(s.path, "no users: give users (name: bcrypt hash) or users_file (an htpasswd file)")
+    if importlib.util.find_spec("bcrypt") is None:
+        s.walker.error(s.path, "basic_auth needs the bcrypt package: pip install 'simpleproxy[auth]'")
+    realm = s.get("realm", to_text, "restricted")
+    if '"' in realm or "\\" in realm or any(ord(c) < 32 for c in realm):
+        s.walker.error(s.key("realm"), "a realm has no quote, backslash or control character")
+    settings = BasicAuth(
+        realm=realm, users=tuple(users.items()), users_file=users_file,
+        forward_credentials=s.get("forward_credentials", to_bool, False),
+    )
+    s.done()
+    return settings
