@@ -34,6 +34,7 @@ from .routing import Route, RouteTable
 from .security.access import AccessFilter
 from .security.basic_auth import BasicAuthFilter
 from .security.bots import BanList, BotGuard
+from .security.cors import CorsFilter
 from .security.waf import baseline_rules, waf_filter
 from .tls.routes import TLSRouteFilter
 from .tls.routes import needs_filter as needs_tls_filter
@@ -90,6 +91,7 @@ class ProxyState:
         global_access = AccessFilter(config.access) if config.access is not None else None
         #: one for every route without its own, so a user verified on one is verified on all
         global_auth = BasicAuthFilter(config.basic_auth) if config.basic_auth is not None else None
+        global_cors = CorsFilter(config.cors) if config.cors is not None else None
         #: checked before routing (user agents, bans); None without ``bots:``
         self.bots = _bot_guard(config, clock, previous)
         baseline = baseline_rules()
@@ -118,6 +120,11 @@ class ProxyState:
                 filters.append(limit_filters[route_config.key])
             if needs_tls_filter(route_config):  # before credentials: a redirect to https comes first
                 filters.append(TLSRouteFilter(route_config, lambda: self.https_port))
+            cors = route_config.cors  # before credentials: browsers send preflights without any
+            if cors is None and global_cors is not None:
+                filters.append(global_cors)
+            elif cors is not None and cors.enabled:
+                filters.append(CorsFilter(cors, f"{route_config.key}.cors"))
             auth = route_config.basic_auth
             if auth is None and global_auth is not None:
                 filters.append(global_auth)

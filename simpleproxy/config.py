@@ -202,6 +202,20 @@ class BasicAuth:
 
 
 @dataclass(frozen=True)
+class CORS:
+    """``cors:`` at the top (every route) or on a route (instead of the top's; ``false``: none)."""
+
+    #: exact origins (``https://app.example.com``), ``https://*.example.com`` for any subdomain, or ``*``
+    origins: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ("GET", "HEAD", "POST")  #: what a preflight may ask for
+    headers: tuple[str, ...] = ()  #: request fields a preflight may ask for (lower case), or ``*``
+    expose: tuple[str, ...] = ()  #: response fields a page may read beyond the safelisted ones
+    credentials: bool = False  #: Access-Control-Allow-Credentials: cookies and Authorization go along
+    max_age: float = 600.0  #: how long a browser may keep a preflight's answer
+    enabled: bool = True  #: False for a route's ``cors: false``
+
+
+@dataclass(frozen=True)
 class AccessRules:
     """``access:`` at the top or on a route: CIDR allow and deny lists (IPv4 and IPv6)."""
 
@@ -266,6 +280,7 @@ class RouteConfig:
     access: AccessRules | None = None
     waf: WAFSettings | None = None
     basic_auth: BasicAuth | None = None  #: None: the top's, if any
+    cors: CORS | None = None  #: None: the top's, if any
     #: Upgrade protocols tunnelled to the backend (lower case); others are ordinary requests
     upgrade: tuple[str, ...] = ("websocket",)
     max_tunnels: int = 0  #: open tunnels on this route at once; 0: only the server's bound
@@ -362,6 +377,7 @@ class Config:
     waf: WAFSettings | None = None  #: rules for every request, before a route's own
     bots: BotSettings | None = None
     basic_auth: BasicAuth | None = None  #: for every route without its own
+    cors: CORS | None = None  #: for every route without its own
     upstreams: dict[str, UpstreamConfig] = field(default_factory=dict)
     routes: tuple[RouteConfig, ...] = ()
     source: str = "<memory>"

@@ -1,4 +1,4 @@
-"""Readers of the edge sections: ``basic_auth`` (and later forward_auth, cors, compress).
+"""Readers of the edge sections: ``basic_auth`` and ``cors`` (at the top, or on a route instead).
 
 A users file is read here, at load and at every reload, so a wrong line is a
 configuration error naming the file, the line and what to do, and the running
@@ -11,8 +11,10 @@ import importlib.util
 import re
 from pathlib import Path
 
-from .config import BasicAuth
+from .config import CORS, BasicAuth
 from .config_walk import Section, to_bool, to_text
+from .grammar import is_token
+from .units import parse_duration
 
 #: a bcrypt hash as htpasswd -B and bcrypt write it: $2a$, $2b$ or $2y$, cost, 53 characters
 _BCRYPT = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
@@ -105,6 +107,61 @@ def read_basic_auth(s: Section) -> BasicAuth:
     settings = BasicAuth(
         realm=realm, users=tuple(users.items()), users_file=users_file,
         forward_credentials=s.get("forward_credentials", to_bool, False),
+    )
+    s.done()
+    return settings
+
+
+#: an origin a cors rule names: scheme://host[:port], the host perhaps "*." and a domain
+_ORIGIN = re.compile(r"(https?)://(\*\.)?([a-z0-9-]+(?:\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(:[0-9]{1,5})?")
+
+
+def read_route_cors(route: Section) -> CORS | None:
+    """A route's ``cors``: its own, ``false`` (none, whatever the top says), or None (the top's)."""
+    if route.data.get("cors") is False:
+        route.taken.add("cors")
+        return CORS(enabled=False)
+    return route.optional("cors", read_cors)
+
+
+def _names(s: Section, key: str, what: str, upper: bool = False) -> tuple[str, ...]:
+    """A list of tokens (methods or field names), or ["*"]."""
+    found = []
+    for where, value in s.items(key):
+        text = str(value).strip()
+        if text != "*" and not is_token(text):
+            s.walker.error(where, f"{value!r} is not {what}")
+            continue
+        found.append(text.upper() if upper else text.lower())
+    if "*" in found and len(found) > 1:
+        s.walker.error(s.key(key), '"*" stands alone')
+    return tuple(found)
+
+
+def read_cors(s: Section) -> CORS:
+    origins = []
+    for where, value in s.items("origins"):
+        text = str(value).strip().lower()
+        if text != "*" and not _ORIGIN.fullmatch(text):
+            s.walker.error(where, f"{value!r} is not an origin: scheme://host[:port], https://*.example.com, or *")
+            continue
+        origins.append(text)
+    if not s.has("origins"):
+        s.walker.error(s.path, "give origins: the sites whose pages may call these routes (or \"*\")")
+    if "*" in origins and len(origins) > 1:
+        s.walker.error(s.key("origins"), '"*" stands alone')
+    credentials = s.get("credentials", to_bool, False)
+    headers = _names(s, "headers", "a field name") if s.has("headers") else ()
+    expose = _names(s, "expose", "a field name") if s.has("expose") else ()
+    if credentials:
+        for key, given in (("origins", tuple(origins)), ("headers", headers), ("expose", expose)):
+            if given == ("*",):  # Fetch: with credentials, "*" is no wildcard (and any origin may not read)
+                s.walker.error(s.key(key), f'"*" cannot go with credentials: true; list the {key}')
+    settings = CORS(
+        origins=tuple(origins),
+        methods=_names(s, "methods", "a method", upper=True) if s.has("methods") else CORS.methods,
+        headers=headers, expose=expose, credentials=credentials,
+        max_age=s.get("max_age", parse_duration, CORS.max_age),
     )
     s.done()
     return settings

@@ -51,7 +51,7 @@ from .config_walk import (
     to_statuses,
     to_text,
 )
-from .config_edge import read_basic_auth, read_route_basic_auth
+from .config_edge import read_basic_auth, read_cors, read_route_basic_auth, read_route_cors
 from .errors import CertificateError, ConfigError
 from .grammar import TCHAR, is_token
 from .request import normalize_path
@@ -84,6 +84,7 @@ def _read_config(root: Section, source: str) -> Config:
     waf = root.optional("waf", read_waf)
     bots = root.optional("bots", read_bots)
     basic_auth = root.optional("basic_auth", read_basic_auth)
+    cors = root.optional("cors", read_cors)
     upstreams: dict[str, UpstreamConfig] = {}
     ups = root.section("upstreams")
     for name in ups.data:
@@ -105,8 +106,8 @@ def _read_config(root: Section, source: str) -> Config:
     root.done()
     return Config(
         listen=listen, https=https, server=server, headers=headers, log=log, cache=cache, admin=admin,
-        rate_limit=rate_limit, access=access, waf=waf, bots=bots, basic_auth=basic_auth, upstreams=upstreams,
-        routes=routes, source=source,
+        rate_limit=rate_limit, access=access, waf=waf, bots=bots, basic_auth=basic_auth, cors=cors,
+        upstreams=upstreams, routes=routes, source=source,
     )
 
 
@@ -439,6 +440,7 @@ def _read_route(s: Section, upstream_names: dict) -> RouteConfig | None:
     access = s.optional("access", read_access)
     waf = s.optional("waf", read_waf)
     basic_auth = read_route_basic_auth(s)
+    cors = read_route_cors(s)
     client_cert = None
     if s.has("client_cert"):
         value = s.data["client_cert"]
@@ -467,6 +469,7 @@ def _read_route(s: Section, upstream_names: dict) -> RouteConfig | None:
         access=access,
         waf=waf,
         basic_auth=basic_auth,
+        cors=cors,
         upgrade=s.get("upgrade", _upgrade_tokens, ("websocket",)),
         max_tunnels=s.get("max_tunnels", int_between(0, 1_000_000), 0),
         tunnel_idle_timeout=s.get("tunnel_idle_timeout", parse_duration, 60.0),

@@ -30,6 +30,7 @@ from .response import FixedResponder, Response
 from .routing import Route
 from .security.access import AccessFilter
 from .security.basic_auth import BasicAuthFilter
+from .security.cors import CorsFilter
 from .security.waf import WAFFilter
 from .tls.routes import TLSRouteFilter
 from .upstream.forward import UpstreamHandler
@@ -119,6 +120,10 @@ def _filter(out: list[str], filter_: Any, request: Request) -> int:
         names = ", ".join(rule.name for rule in filter_.rules)
         outcome = {"deny": f"refused by {name} (403)", "allow": f"allowed by {name}; later rules skipped"}.get(action, "passes")
         out.append(f"  waf       {len(filter_.rules)} rules ({names}): {outcome}")
+    elif isinstance(filter_, CorsFilter):
+        origin = request.environ.get("HTTP_ORIGIN")
+        verdict = "no Origin sent" if origin is None else f"{origin} {'allowed' if filter_.allows(origin) else 'not allowed'}"
+        out.append(f"  cors      {filter_.where}: origins {', '.join(filter_.settings.origins)}; {verdict}")
     elif isinstance(filter_, BasicAuthFilter):
         out.append(f"  auth      {filter_.where}: Basic, realm {filter_.realm!r}; the backend gets X-Forwarded-User"
                    + (" and the client's Authorization" if filter_.forward_credentials else ", not the password"))
