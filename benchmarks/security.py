@@ -8,7 +8,8 @@
    sharing one limit in a real redis-server (skipped when it is not installed).
 2. Per-request cost: 1 KiB GETs with wrk through a route with a limit that never
    refuses, one with the baseline WAF rules, and one with basic_auth (a user's
-   right password, cost-10 bcrypt, after its first check), against the same
+   right password, cost-10 bcrypt, after its first check), one with forward_auth
+   (each request first asked of a local service, the benchmark backend), against the same
    proxy's route with nothing, as ratios; and the CPU of one bcrypt check, what
    a login (a header not yet verified) costs.
 3. Slowloris: 500 connections sending their request head a byte a second for
@@ -122,11 +123,13 @@ def cost(args: argparse.Namespace, workdir: Path, backend_port: int, procs: list
     routes = ("  - {path: /plain, upstream: app}\n"
               "  - {path: /limited, upstream: app, rate_limit: {rate: 1000000/s, burst: 1000000}}\n"
               "  - {path: /waf, upstream: app, waf: {baseline: true}}\n"
-              f"  - {{path: /auth, upstream: app, basic_auth: {{users: {{alice: '{hashed}'}}}}}}\n")
+              f"  - {{path: /auth, upstream: app, basic_auth: {{users: {{alice: '{hashed}'}}}}}}\n"
+              f"  - {{path: /ask, upstream: app, forward_auth: {{url: 'http://127.0.0.1:{backend_port}/verify/1k'}}}}\n")
     proc, port = _proxy(workdir, "cost", backend_port, routes)
     procs.append(proc)
     paths = {"nothing": "/plain/1k?q=shoes&page=2", "memory limit": "/limited/1k?q=shoes&page=2",
-             "baseline WAF": "/waf/1k?q=shoes&page=2", "basic auth": "/auth/1k?q=shoes&page=2"}
+             "baseline WAF": "/waf/1k?q=shoes&page=2", "basic auth": "/auth/1k?q=shoes&page=2",
+             "forward auth": "/ask/1k?q=shoes&page=2"}
     login = {"Authorization": "Basic YWxpY2U6d29uZGVybGFuZA=="}  # alice:wonderland
     for name, path in paths.items():
         result = bench.wrk(port, path, 16, 1, login if name == "basic auth" else None)

@@ -22,7 +22,7 @@ from functools import partial
 from typing import Any, Callable, Iterable, Sequence
 
 from .cache import Caches, build_caches
-from .config import Config
+from .config import Config, ForwardAuth, UpstreamConfig
 from .errors import Banned, ClientError, ProxyError, RateLimited, UriTooLong, WAFDenied
 from .headers import ForwardingHeaders
 from .observe.accesslog import AccessLog
@@ -35,6 +35,7 @@ from .security.access import AccessFilter
 from .security.basic_auth import BasicAuthFilter
 from .security.bots import BanList, BotGuard
 from .security.cors import CorsFilter
+from .security.forward_auth import ForwardAuthFilter
 from .security.waf import baseline_rules, waf_filter
 from .tls.routes import TLSRouteFilter
 from .tls.routes import needs_filter as needs_tls_filter
@@ -75,9 +76,10 @@ class ProxyState:
         #: open WebSocket (upgraded) connections: carried over reloads, so they survive them
         self.tunnels: Tunnels = previous.tunnels if previous is not None else Tunnels(_max_tunnels(config))
         old: dict[str, Upstream] = previous.upstreams if previous is not None else {}
+        #: the configured upstreams, and each forward_auth's service (named after its key)
         self.upstreams: dict[str, Upstream] = {
             name: old[name] if name in old and old[name].config == cfg else Upstream(cfg)
-            for name, cfg in config.upstreams.items()
+            for name, cfg in {**config.upstreams, **_auth_services(config)}.items()
         }
         self.caches: Caches
         self.caches, cache_filters = build_caches(
@@ -92,6 +94,7 @@ class ProxyState:
         #: one for every route without its own, so a user verified on one is verified on all
         global_auth = BasicAuthFilter(config.basic_auth) if config.basic_auth is not None else None
         global_cors = CorsFilter(config.cors) if config.cors is not None else None
+        global_forward_auth = self._forward_auth(config.forward_auth, "forward_auth")
         #: checked before routing (user agents, bans); None without ``bots:``
         self.bots = _bot_guard(config, clock, previous)
         baseline = baseline_rules()
@@ -130,10 +133,22 @@ class ProxyState:
                 filters.append(global_auth)
             elif auth is not None and auth.enabled:
                 filters.append(BasicAuthFilter(auth, f"{route_config.key}.basic_auth"))
+            forward_auth = route_config.forward_auth
+            if forward_auth is None and global_forward_auth is not None:
+                filters.append(global_forward_auth)
+            elif forward_auth is not None:
+                own = self._forward_auth(forward_auth, f"{route_config.key}.forward_auth")
+                if own is not None:
+                    filters.append(own)
             if route_config.key in cache_filters:  # after credentials: nothing stored reaches anyone without them
                 filters.append(cache_filters[route_config.key])
             routes.append(Route(route_config, compose(filters, terminal), filters, terminal))
         self.table = RouteTable(routes)
+
+    def _forward_auth(self, settings: ForwardAuth | None, where: str) -> ForwardAuthFilter | None:
+        if settings is None or not settings.enabled or settings.upstream is None:
+            return None
+        return ForwardAuthFilter(settings, self.upstreams[settings.upstream.name], self.headers, where)
 
     def read(self, environ: dict[str, Any], started: float) -> Request:
         """The request as the proxy reads it; a target over ``server.max_uri`` or a malformed
@@ -179,6 +194,12 @@ class ProxyState:
         if successor is None:  # on a reload the successor closed the stores it did not keep
             for store in self.limit_stores.values():
                 store.close()
+
+
+def _auth_services(config: Config) -> dict[str, UpstreamConfig]:
+    """The upstream of every forward_auth, by its name (its configuration key and server)."""
+    found = [config.forward_auth, *(route.forward_auth for route in config.routes)]
+    return {auth.upstream.name: auth.upstream for auth in found if auth is not None and auth.upstream is not None}
 
 
 def _max_tunnels(config: Config) -> int:

@@ -202,6 +202,20 @@ class BasicAuth:
 
 
 @dataclass(frozen=True)
+class ForwardAuth:
+    """``forward_auth:`` at the top (every route) or on a route (instead of the top's; ``false``: none):
+    each request is first asked of an auth service (Authelia, Authentik, oauth2-proxy)."""
+
+    url: str = ""  #: the service's verify endpoint, as given
+    target: str = "/"  #: its path and query, as sent
+    #: the service as an upstream of one server: its pool, the timeouts (``timeout`` for each), no retries
+    upstream: UpstreamConfig | None = None
+    copy_headers: tuple[str, ...] = ()  #: fields of a 2xx answer copied into the request (client copies removed)
+    timeout: float = 2.0
+    enabled: bool = True  #: False for a route's ``forward_auth: false``
+
+
+@dataclass(frozen=True)
 class CORS:
     """``cors:`` at the top (every route) or on a route (instead of the top's; ``false``: none)."""
 
@@ -281,6 +295,7 @@ class RouteConfig:
     waf: WAFSettings | None = None
     basic_auth: BasicAuth | None = None  #: None: the top's, if any
     cors: CORS | None = None  #: None: the top's, if any
+    forward_auth: ForwardAuth | None = None  #: None: the top's, if any
     #: Upgrade protocols tunnelled to the backend (lower case); others are ordinary requests
     upgrade: tuple[str, ...] = ("websocket",)
     max_tunnels: int = 0  #: open tunnels on this route at once; 0: only the server's bound
@@ -378,6 +393,7 @@ class Config:
     bots: BotSettings | None = None
     basic_auth: BasicAuth | None = None  #: for every route without its own
     cors: CORS | None = None  #: for every route without its own
+    forward_auth: ForwardAuth | None = None  #: for every route without its own
     upstreams: dict[str, UpstreamConfig] = field(default_factory=dict)
     routes: tuple[RouteConfig, ...] = ()
     source: str = "<memory>"

@@ -1,4 +1,5 @@
-"""Readers of the edge sections: ``basic_auth`` and ``cors`` (at the top, or on a route instead).
+"""Readers of the edge sections: ``basic_auth``, ``forward_auth`` and ``cors`` (at the top, or on a
+route instead of the top's, or ``false`` on a route for none).
 
 A users file is read here, at load and at every reload, so a wrong line is a
 configuration error naming the file, the line and what to do, and the running
@@ -11,7 +12,10 @@ import importlib.util
 import re
 from pathlib import Path
 
-from .config import CORS, BasicAuth
+from urllib.parse import urlsplit
+
+from .config import CORS, BasicAuth, ForwardAuth, RetryPolicy, Timeouts, UpstreamConfig
+from .config_sections import parse_server_url
 from .config_walk import Section, to_bool, to_text
 from .grammar import is_token
 from .units import parse_duration
@@ -163,5 +167,42 @@ def read_cors(s: Section) -> CORS:
         headers=headers, expose=expose, credentials=credentials,
         max_age=s.get("max_age", parse_duration, CORS.max_age),
     )
+    s.done()
+    return settings
+
+
+def read_route_forward_auth(route: Section) -> ForwardAuth | None:
+    """A route's ``forward_auth``: its own, ``false`` (none, whatever the top says), or None (the top's)."""
+    if route.data.get("forward_auth") is False:
+        route.taken.add("forward_auth")
+        return ForwardAuth(enabled=False)
+    return route.optional("forward_auth", read_forward_auth)
+
+
+def read_forward_auth(s: Section) -> ForwardAuth:
+    url = s.get("url", to_text, "")
+    timeout = s.get("timeout", parse_duration, 2.0)
+    if timeout <= 0:
+        s.walker.error(s.key("timeout"), "must be more than 0")
+        timeout = 2.0
+    upstream, target = None, "/"
+    if not url:
+        s.walker.error(s.path, "give url: the auth service's verify endpoint, e.g. http://127.0.0.1:9091/api/verify")
+    else:
+        parts = urlsplit(url)
+        try:
+            server = parse_server_url(f"{parts.scheme}://{parts.netloc}")
+        except ValueError as exc:
+            s.walker.error(s.key("url"), str(exc).replace(f"{parts.scheme}://{parts.netloc}", url))
+        else:
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            # One server, no retries (a verdict is asked once), the timeout for each phase.
+            upstream = UpstreamConfig(name=f"{s.path} ({server.name})", servers=(server,),
+                                      timeouts=Timeouts(connect=timeout, read=timeout, total=timeout),
+                                      retries=RetryPolicy(count=0))
+    copy = _names(s, "copy_headers", "a field name") if s.has("copy_headers") else ()
+    if "*" in copy:
+        s.walker.error(s.key("copy_headers"), "name the fields to copy")
+    settings = ForwardAuth(url=url, target=target, upstream=upstream, copy_headers=copy, timeout=timeout)
     s.done()
     return settings

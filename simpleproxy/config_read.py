@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import ssl
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from .config import (
     DEFAULT_LISTEN,
@@ -28,6 +27,7 @@ from .config import (
 from .config_sections import (
     check_cache_shares,
     check_tls_routes,
+    parse_server_url,
     read_access,
     read_admin,
     read_bots,
@@ -51,7 +51,14 @@ from .config_walk import (
     to_statuses,
     to_text,
 )
-from .config_edge import read_basic_auth, read_cors, read_route_basic_auth, read_route_cors
+from .config_edge import (
+    read_basic_auth,
+    read_cors,
+    read_forward_auth,
+    read_route_basic_auth,
+    read_route_cors,
+    read_route_forward_auth,
+)
 from .errors import CertificateError, ConfigError
 from .grammar import TCHAR, is_token
 from .request import normalize_path
@@ -85,6 +92,7 @@ def _read_config(root: Section, source: str) -> Config:
     bots = root.optional("bots", read_bots)
     basic_auth = root.optional("basic_auth", read_basic_auth)
     cors = root.optional("cors", read_cors)
+    forward_auth = root.optional("forward_auth", read_forward_auth)
     upstreams: dict[str, UpstreamConfig] = {}
     ups = root.section("upstreams")
     for name in ups.data:
@@ -107,7 +115,7 @@ def _read_config(root: Section, source: str) -> Config:
     return Config(
         listen=listen, https=https, server=server, headers=headers, log=log, cache=cache, admin=admin,
         rate_limit=rate_limit, access=access, waf=waf, bots=bots, basic_auth=basic_auth, cors=cors,
-        upstreams=upstreams, routes=routes, source=source,
+        forward_auth=forward_auth, upstreams=upstreams, routes=routes, source=source,
     )
 
 
@@ -208,7 +216,7 @@ def _read_upstream(s: Section, name: str) -> UpstreamConfig | None:
             s.walker.error(entry.key("url"), "each server needs a url")
         elif url:
             try:
-                server = _parse_server_url(url, weight)
+                server = parse_server_url(url, weight)
             except ValueError as exc:
                 s.walker.error(entry.key("url"), str(exc))
             else:
@@ -366,27 +374,6 @@ def _hash_source(value: object) -> str:
     raise ValueError(f"expected client_ip, header:NAME or cookie:NAME, got {value!r}")
 
 
-def _parse_server_url(url: str, weight: int = 1) -> UpstreamServer:
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"{url!r} is not a valid URL ({exc})") from None
-    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)  # the same servers, named for WebSocket
-    if scheme not in ("http", "https"):
-        raise ValueError(f"{url!r}: the scheme must be http://, https://, ws:// or wss://")
-    if not parts.hostname:
-        raise ValueError(f"{url!r} has no host")
-    if parts.username or parts.password:
-        raise ValueError(f"{url!r}: credentials in a server URL are not supported")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"{url!r}: a server URL is scheme://host:port only, without a path")
-    host = parts.hostname
-    if not is_valid_host(f"[{host}]" if ":" in host else host):
-        raise ValueError(f"{url!r}: {host!r} is not a host name or IP address")
-    return UpstreamServer(url, scheme, host, port or (443 if scheme == "https" else 80), weight)
-
-
 def _route_host(value: object) -> str:
     host = to_text(value).lower().rstrip(".")
     bare = host[2:] if host.startswith("*.") else host
@@ -441,6 +428,7 @@ def _read_route(s: Section, upstream_names: dict) -> RouteConfig | None:
     waf = s.optional("waf", read_waf)
     basic_auth = read_route_basic_auth(s)
     cors = read_route_cors(s)
+    forward_auth = read_route_forward_auth(s)
     client_cert = None
     if s.has("client_cert"):
         value = s.data["client_cert"]
@@ -470,6 +458,7 @@ def _read_route(s: Section, upstream_names: dict) -> RouteConfig | None:
         waf=waf,
         basic_auth=basic_auth,
         cors=cors,
+        forward_auth=forward_auth,
         upgrade=s.get("upgrade", _upgrade_tokens, ("websocket",)),
         max_tunnels=s.get("max_tunnels", int_between(0, 1_000_000), 0),
         tunnel_idle_timeout=s.get("tunnel_idle_timeout", parse_duration, 60.0),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import ssl
+from urllib.parse import urlsplit
 
 from .config import (
     AccessRules,
@@ -19,6 +20,7 @@ from .config import (
     RateLimit,
     RouteCache,
     RouteConfig,
+    UpstreamServer,
     WAFRule,
     WAFSettings,
 )
@@ -36,7 +38,7 @@ from .config_walk import (
 )
 from .errors import CertificateError
 from .ratelimit.bucket import parse_rate
-from .units import parse_address, parse_duration, parse_network, parse_size
+from .units import is_valid_host, parse_address, parse_duration, parse_network, parse_size
 
 
 def read_https(s: Section) -> HTTPSListener | None:
@@ -282,3 +284,25 @@ def check_cache_shares(walker: Walker, cache: CacheSettings, routes: tuple[Route
         walker.error(f"{shares[-1][0]}.cache.max_size", f"the routes' shares add up to more than cache.max_size ({cache.max_size} bytes)")
     elif total == cache.max_size and any(route.cache and not route.cache.max_size for route in routes):
         walker.error("cache.max_size", "the routes' own shares leave nothing for the routes that share the rest")
+
+
+def parse_server_url(url: str, weight: int = 1) -> UpstreamServer:
+    """``scheme://host:port`` of one upstream server (ws:// and wss:// name the same servers)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{url!r} is not a valid URL ({exc})") from None
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)  # the same servers, named for WebSocket
+    if scheme not in ("http", "https"):
+        raise ValueError(f"{url!r}: the scheme must be http://, https://, ws:// or wss://")
+    if not parts.hostname:
+        raise ValueError(f"{url!r} has no host")
+    if parts.username or parts.password:
+        raise ValueError(f"{url!r}: credentials in a server URL are not supported")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"{url!r}: a server URL is scheme://host:port only, without a path")
+    host = parts.hostname
+    if not is_valid_host(f"[{host}]" if ":" in host else host):
+        raise ValueError(f"{url!r}: {host!r} is not a host name or IP address")
+    return UpstreamServer(url, scheme, host, port or (443 if scheme == "https" else 80), weight)

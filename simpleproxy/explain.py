@@ -31,6 +31,7 @@ from .routing import Route
 from .security.access import AccessFilter
 from .security.basic_auth import BasicAuthFilter
 from .security.cors import CorsFilter
+from .security.forward_auth import ForwardAuthFilter
 from .security.waf import WAFFilter
 from .tls.routes import TLSRouteFilter
 from .upstream.forward import UpstreamHandler
@@ -111,6 +112,11 @@ def _filter(out: list[str], filter_: Any, request: Request) -> int:
             store = "" if limit.store == "memory" else f", shared in Redis (on error: {limit.on_store_error})"
             out.append(f"  limits    {limit.where}: {limit.rate_text}, burst {limit.burst}, per {'+'.join(limit.key)}"
                        f" ({limit.mode}){store}")
+        return 0
+    if isinstance(filter_, ForwardAuthFilter):  # described: running it would ask the service
+        copied = f"; a 2xx lets it through with {', '.join(filter_.settings.copy_headers)}" if filter_.settings.copy_headers else ""
+        out.append(f"  auth      {filter_.where}: GET {filter_.settings.url} first (not asked here){copied}; "
+                   "any other answer goes to the client")
         return 0
     if isinstance(filter_, CacheFilter):  # described: running it would look up and store
         _cache(out, filter_, request)
