@@ -34,10 +34,13 @@ setup(
         "redis": ["redis>=5.0"],
         # basic_auth checks bcrypt hashes; simpleproxy hash-password makes them
         "auth": ["bcrypt>=4.1"],
+        # compress: brotli and zstd beside the standard library's gzip
+        "compress": ["brotli>=1.1", "zstandard>=0.22"],
         # the single executable: python packaging/build.py
         "exe": ["pyinstaller>=6.0"],
         "test": [
             "pytest>=7.4", "pytest-timeout>=2.1", "trustme>=1.0", "prometheus_client>=0.17", "redis>=5.0", "bcrypt>=4.1",
+            "brotli>=1.1", "zstandard>=0.22",
             # the WSGI hosts, the executable and the packages the tests build and run
             "gunicorn>=22.0; sys_platform != 'win32'", "PasteDeploy>=3.0", "pyinstaller>=6.0", "build>=1.0",
             "mypy>=1.10",

@@ -5,6 +5,7 @@ GET .../1m    1 MiB body
 GET .../10m   10 MiB body
 GET .../300m  300 MiB body, streamed in 1 MiB writes with flow control
 GET .../50ms  1 KiB body after 50 ms (any number of milliseconds): a backend that does some work
+GET .../json  100 KiB of JSON (an API's list of records), for compression
 
 Only the last path segment counts, so every proxy can be measured on /bench/...
 
@@ -29,6 +30,26 @@ def _head(size: int) -> bytes:
 
 
 _SMALL = {path: _head(size) + b"x" * size for path, size in SIZES.items() if size <= 10 * MIB}
+
+
+def _json() -> bytes:
+    """100 KiB of records as an API returns them: repeated keys, varied values."""
+    import json
+    import random
+
+    rng = random.Random(7)
+    records, body = [], b""
+    while len(body) < 100 * 1024:
+        n = len(records)
+        records.append({"id": n, "name": f"customer {rng.randrange(10**6)}", "email": f"user{n}@example.com",
+                        "active": rng.random() < 0.8, "balance": round(rng.uniform(-500, 5000), 2),
+                        "tags": rng.sample(["new", "vip", "trial", "eu", "us", "churn", "b2b"], 3)})
+        body = json.dumps(records).encode()
+    return (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"Server: bench\r\n\r\n").encode() + body
+
+
+_SMALL[b"json"] = _json()
 
 
 class Backend(asyncio.Protocol):

@@ -33,6 +33,7 @@ thread bound (threads / latency), p99 and peak RSS.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -42,7 +43,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -101,6 +102,19 @@ def stop_all(procs: list[subprocess.Popen]) -> None:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@contextlib.contextmanager
+def workspace(prefix: str) -> Iterator[tuple[Path, list[subprocess.Popen]]]:
+    """A scratch directory and a list for the processes a benchmark starts: at the end, however it
+    ends, every process is stopped and the directory removed."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    procs: list[subprocess.Popen] = []
+    try:
+        yield workdir, procs
+    finally:
+        stop_all(procs)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def free_port() -> int:

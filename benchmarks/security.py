@@ -26,7 +26,6 @@ import http.client
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -218,17 +217,12 @@ def main() -> int:
     bench.add_pin_option(parser)
     args = parser.parse_args()
     bench.use_pinning(args.pin)
-    workdir = Path(tempfile.mkdtemp(prefix="simpleproxy-security-bench-"))
-    procs: list[subprocess.Popen] = []
-    try:
+    with bench.workspace("simpleproxy-security-bench-") as (workdir, procs):
         backend, backend_port = bench.start([sys.executable, str(HERE / "backend.py")], cpu=1)
         procs.append(backend)
         for part in (accuracy, cost, slowloris):
             if args.only in (None, part.__name__):
                 part(args, workdir, backend_port, procs)
-    finally:
-        bench.stop_all(procs)
-        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -22,13 +22,14 @@ from functools import partial
 from typing import Any, Callable, Iterable, Sequence
 
 from .cache import Caches, build_caches
+from .compression import CompressFilter
 from .config import Config, ForwardAuth, UpstreamConfig
 from .errors import Banned, ClientError, ProxyError, RateLimited, UriTooLong, WAFDenied
 from .headers import ForwardingHeaders
 from .observe.accesslog import AccessLog
 from .observe.metrics import RequestStats
 from .request import Request, locate, refuse_ambiguous_path
-from .response import Filter, FixedResponder, Handler, Response, TunnelResponse
+from .response import BodyStream, Filter, FixedResponder, Handler, Response, TunnelResponse
 from .ratelimit import build_limiters
 from .routing import Route, RouteTable
 from .security.access import AccessFilter
@@ -40,7 +41,7 @@ from .security.waf import baseline_rules, waf_filter
 from .tls.routes import TLSRouteFilter
 from .tls.routes import needs_filter as needs_tls_filter
 from .tunnels import Tunnel, Tunnels
-from .upstream.forward import StreamingBody, UpstreamHandler
+from .upstream.forward import UpstreamHandler
 from .upstream.pool import Upstream
 from .upgrade import UPGRADE, UpgradeOffer
 
@@ -142,6 +143,9 @@ class ProxyState:
                     filters.append(own)
             if route_config.key in cache_filters:  # after credentials: nothing stored reaches anyone without them
                 filters.append(cache_filters[route_config.key])
+            compress = route_config.compress if route_config.compress is not None else config.compress
+            if compress is not None and compress.enabled:  # under the cache: it stores encoded variants
+                filters.append(CompressFilter(compress, f"{route_config.key}.compress"))
             routes.append(Route(route_config, compose(filters, terminal), filters, terminal))
         self.table = RouteTable(routes)
 
@@ -281,7 +285,7 @@ class ProxyApp:
             size = sum(map(len, body)) if environ["REQUEST_METHOD"] != "HEAD" else 0
             self._done(environ, request, response, size, started)
             return body
-        if isinstance(body, StreamingBody):
+        if isinstance(body, BodyStream):
             body.on_close = partial(self._done_streaming, environ, request, response, started)
         return body
 
@@ -381,7 +385,7 @@ class ProxyApp:
                             response.limit, client, tunnel, request.user if request is not None else "")
 
     def _done_streaming(
-        self, environ: dict[str, Any], request: Request | None, response: Response, started: float, body: StreamingBody
+        self, environ: dict[str, Any], request: Request | None, response: Response, started: float, body: BodyStream
     ) -> None:
         self._done(environ, request, response, body.sent, started)
 

@@ -215,6 +215,24 @@ class ForwardAuth:
     enabled: bool = True  #: False for a route's ``forward_auth: false``
 
 
+#: what ``compress`` encodes by default: text, and the text formats under other names
+COMPRESSED_TYPES = (
+    "text/*", "application/json", "application/*+json", "application/javascript", "application/xml",
+    "application/*+xml", "image/svg+xml", "application/wasm",
+)
+
+
+@dataclass(frozen=True)
+class Compress:
+    """``compress:`` at the top (every route) or on a route (instead of the top's; ``false``: none)."""
+
+    encodings: tuple[str, ...] = ("zstd", "br", "gzip")  #: the server's preference, for ties in q-values
+    min_size: int = 1024  #: bodies known to be smaller go as they are
+    types: tuple[str, ...] = COMPRESSED_TYPES
+    levels: tuple[tuple[str, int], ...] = (("zstd", 3), ("br", 4), ("gzip", 5))
+    enabled: bool = True  #: False for a route's ``compress: false``
+
+
 @dataclass(frozen=True)
 class CORS:
     """``cors:`` at the top (every route) or on a route (instead of the top's; ``false``: none)."""
@@ -296,6 +314,7 @@ class RouteConfig:
     basic_auth: BasicAuth | None = None  #: None: the top's, if any
     cors: CORS | None = None  #: None: the top's, if any
     forward_auth: ForwardAuth | None = None  #: None: the top's, if any
+    compress: Compress | None = None  #: None: the top's, if any
     #: Upgrade protocols tunnelled to the backend (lower case); others are ordinary requests
     upgrade: tuple[str, ...] = ("websocket",)
     max_tunnels: int = 0  #: open tunnels on this route at once; 0: only the server's bound
@@ -394,6 +413,7 @@ class Config:
     basic_auth: BasicAuth | None = None  #: for every route without its own
     cors: CORS | None = None  #: for every route without its own
     forward_auth: ForwardAuth | None = None  #: for every route without its own
+    compress: Compress | None = None  #: for every route without its own
     upstreams: dict[str, UpstreamConfig] = field(default_factory=dict)
     routes: tuple[RouteConfig, ...] = ()
     source: str = "<memory>"

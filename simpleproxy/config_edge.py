@@ -1,5 +1,5 @@
-"""Readers of the edge sections: ``basic_auth``, ``forward_auth`` and ``cors`` (at the top, or on a
-route instead of the top's, or ``false`` on a route for none).
+"""Readers of the edge sections: ``basic_auth``, ``forward_auth``, ``cors`` and ``compress`` (at the
+top, or on a route instead of the top's, or ``false`` on a route for none).
 
 A users file is read here, at load and at every reload, so a wrong line is a
 configuration error naming the file, the line and what to do, and the running
@@ -12,16 +12,18 @@ import importlib.util
 import re
 from pathlib import Path
 
+from typing import Callable, TypeVar
 from urllib.parse import urlsplit
 
-from .config import CORS, BasicAuth, ForwardAuth, RetryPolicy, Timeouts, UpstreamConfig
+from .config import CORS, BasicAuth, Compress, ForwardAuth, RetryPolicy, Timeouts, UpstreamConfig
 from .config_sections import parse_server_url
 from .config_walk import Section, to_bool, to_text
 from .grammar import is_token
-from .units import parse_duration
+from .units import parse_duration, parse_size
 
 #: a bcrypt hash as htpasswd -B and bcrypt write it: $2a$, $2b$ or $2y$, cost, 53 characters
 _BCRYPT = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+T = TypeVar("T")
 _USER = re.compile(r"[^:\s\x00-\x1f\x7f]{1,256}")  #: what a user name may be: no colon, no space or control
 
 
@@ -63,12 +65,13 @@ def read_users_file(path: Path) -> tuple[list[tuple[str, str]], list[str]]:
     return users, problems
 
 
-def read_route_basic_auth(route: Section) -> BasicAuth | None:
-    """A route's ``basic_auth``: its own, ``false`` (none, whatever the top says), or None (the top's)."""
-    if route.data.get("basic_auth") is False:
-        route.taken.add("basic_auth")
-        return BasicAuth(enabled=False)
-    return route.optional("basic_auth", read_basic_auth)
+def read_on_route(route: Section, key: str, reader: Callable[[Section], T], off: T) -> T | None:
+    """A route's edge section: its own (``reader``), ``false`` (``off``: none here, whatever the
+    top says), or None when absent (the top's applies)."""
+    if route.data.get(key) is False:
+        route.taken.add(key)
+        return off
+    return route.optional(key, reader)
 
 
 def read_basic_auth(s: Section) -> BasicAuth:
@@ -120,14 +123,6 @@ def read_basic_auth(s: Section) -> BasicAuth:
 _ORIGIN = re.compile(r"(https?)://(\*\.)?([a-z0-9-]+(?:\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(:[0-9]{1,5})?")
 
 
-def read_route_cors(route: Section) -> CORS | None:
-    """A route's ``cors``: its own, ``false`` (none, whatever the top says), or None (the top's)."""
-    if route.data.get("cors") is False:
-        route.taken.add("cors")
-        return CORS(enabled=False)
-    return route.optional("cors", read_cors)
-
-
 def _names(s: Section, key: str, what: str, upper: bool = False) -> tuple[str, ...]:
     """A list of tokens (methods or field names), or ["*"]."""
     found = []
@@ -171,14 +166,6 @@ def read_cors(s: Section) -> CORS:
     return settings
 
 
-def read_route_forward_auth(route: Section) -> ForwardAuth | None:
-    """A route's ``forward_auth``: its own, ``false`` (none, whatever the top says), or None (the top's)."""
-    if route.data.get("forward_auth") is False:
-        route.taken.add("forward_auth")
-        return ForwardAuth(enabled=False)
-    return route.optional("forward_auth", read_forward_auth)
-
-
 def read_forward_auth(s: Section) -> ForwardAuth:
     url = s.get("url", to_text, "")
     timeout = s.get("timeout", parse_duration, 2.0)
@@ -204,5 +191,59 @@ def read_forward_auth(s: Section) -> ForwardAuth:
     if "*" in copy:
         s.walker.error(s.key("copy_headers"), "name the fields to copy")
     settings = ForwardAuth(url=url, target=target, upstream=upstream, copy_headers=copy, timeout=timeout)
+    s.done()
+    return settings
+
+
+_MEDIA = re.compile(r"[a-z0-9!#$&^_.+-]+/(\*|\*\+[a-z0-9!#$&^_.+-]+|[a-z0-9!#$&^_.+-]+)")
+
+
+def read_compress_key(s: Section) -> Compress | None:
+    """``compress`` in ``s`` (the top or a route): absent (None), ``true`` (the defaults), ``false``
+    (none here, whatever the top says), or a mapping."""
+    value = s.data.get("compress")
+    if isinstance(value, bool):
+        s.taken.add("compress")
+        return read_compress(Section(s.walker, {}, s.key("compress"))) if value else Compress(enabled=False)
+    return s.optional("compress", read_compress)
+
+
+def read_compress(s: Section) -> Compress:
+    from .compression import LEVELS, available
+
+    defaults = Compress()
+    if s.has("encodings"):
+        encodings = []
+        for where, value in s.items("encodings"):
+            name = str(value).strip().lower()
+            if name not in LEVELS:
+                s.walker.error(where, f"{value!r}: the encodings are zstd, br and gzip")
+            elif not available(name):
+                s.walker.error(where, f"{name} needs pip install 'simpleproxy[compress]'")
+            else:
+                encodings.append(name)
+        if not encodings and s.has("encodings"):
+            s.walker.error(s.key("encodings"), "give at least one encoding")
+    else:  # the defaults that this installation has (gzip always)
+        encodings = [name for name in defaults.encodings if available(name)]
+    types = defaults.types
+    if s.has("types"):
+        found = []
+        for where, value in s.items("types"):
+            text = str(value).strip().lower()
+            if not _MEDIA.fullmatch(text):
+                s.walker.error(where, f"{value!r} is not a media type (text/html, text/*, application/*+json)")
+            found.append(text)
+        types = tuple(found)
+    levels = dict(defaults.levels)
+    if s.has("level"):
+        level = s.data["level"]
+        s.taken.add("level")
+        if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= 9:
+            s.walker.error(s.key("level"), "a level from 1 (fastest) to 9 (smallest), for every encoding")
+        else:
+            levels = {name: level for name in levels}
+    settings = Compress(encodings=tuple(encodings), min_size=s.get("min_size", parse_size, defaults.min_size),
+                        types=types, levels=tuple(levels.items()))
     s.done()
     return settings

@@ -7,8 +7,11 @@ import ssl
 from pathlib import Path
 
 from .config import (
+    CORS,
     DEFAULT_LISTEN,
+    BasicAuth,
     Config,
+    ForwardAuth,
     HeaderSettings,
     HealthCheck,
     HTTPSListener,
@@ -53,11 +56,10 @@ from .config_walk import (
 )
 from .config_edge import (
     read_basic_auth,
+    read_compress_key,
     read_cors,
     read_forward_auth,
-    read_route_basic_auth,
-    read_route_cors,
-    read_route_forward_auth,
+    read_on_route,
 )
 from .errors import CertificateError, ConfigError
 from .grammar import TCHAR, is_token
@@ -93,6 +95,9 @@ def _read_config(root: Section, source: str) -> Config:
     basic_auth = root.optional("basic_auth", read_basic_auth)
     cors = root.optional("cors", read_cors)
     forward_auth = root.optional("forward_auth", read_forward_auth)
+    compress = read_compress_key(root)
+    if compress is not None and not compress.enabled:
+        compress = None
     upstreams: dict[str, UpstreamConfig] = {}
     ups = root.section("upstreams")
     for name in ups.data:
@@ -115,7 +120,7 @@ def _read_config(root: Section, source: str) -> Config:
     return Config(
         listen=listen, https=https, server=server, headers=headers, log=log, cache=cache, admin=admin,
         rate_limit=rate_limit, access=access, waf=waf, bots=bots, basic_auth=basic_auth, cors=cors,
-        forward_auth=forward_auth, upstreams=upstreams, routes=routes, source=source,
+        forward_auth=forward_auth, compress=compress, upstreams=upstreams, routes=routes, source=source,
     )
 
 
@@ -426,9 +431,10 @@ def _read_route(s: Section, upstream_names: dict) -> RouteConfig | None:
     rate_limit = s.optional("rate_limit", read_rate_limit)
     access = s.optional("access", read_access)
     waf = s.optional("waf", read_waf)
-    basic_auth = read_route_basic_auth(s)
-    cors = read_route_cors(s)
-    forward_auth = read_route_forward_auth(s)
+    basic_auth = read_on_route(s, "basic_auth", read_basic_auth, BasicAuth(enabled=False))
+    cors = read_on_route(s, "cors", read_cors, CORS(enabled=False))
+    forward_auth = read_on_route(s, "forward_auth", read_forward_auth, ForwardAuth(enabled=False))
+    compress = read_compress_key(s)
     client_cert = None
     if s.has("client_cert"):
         value = s.data["client_cert"]
@@ -459,6 +465,7 @@ def _read_route(s: Section, upstream_names: dict) -> RouteConfig | None:
         basic_auth=basic_auth,
         cors=cors,
         forward_auth=forward_auth,
+        compress=compress,
         upgrade=s.get("upgrade", _upgrade_tokens, ("websocket",)),
         max_tunnels=s.get("max_tunnels", int_between(0, 1_000_000), 0),
         tunnel_idle_timeout=s.get("tunnel_idle_timeout", parse_duration, 60.0),

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from .app import ProxyState
 from .cache.filter import CacheFilter
 from .cache.policy import SAFE_METHODS, storable
+from .compression import CompressFilter, choose
 from .config import Config, UpstreamConfig
 from .errors import ProxyError
 from .grammar import environ_key
@@ -117,6 +118,11 @@ def _filter(out: list[str], filter_: Any, request: Request) -> int:
         copied = f"; a 2xx lets it through with {', '.join(filter_.settings.copy_headers)}" if filter_.settings.copy_headers else ""
         out.append(f"  auth      {filter_.where}: GET {filter_.settings.url} first (not asked here){copied}; "
                    "any other answer goes to the client")
+        return 0
+    if isinstance(filter_, CompressFilter):  # works on the answer: described
+        chosen = choose(request.environ.get("HTTP_ACCEPT_ENCODING"), filter_.encodings)
+        out.append(f"  compress  {filter_.where}: {', '.join(filter_.encodings)} for text types over "
+                   f"{filter_.min_size} bytes; this client gets " + (chosen or "identity (no encoding it accepts)"))
         return 0
     if isinstance(filter_, CacheFilter):  # described: running it would look up and store
         _cache(out, filter_, request)

@@ -22,6 +22,32 @@ class Filter(Protocol):
     def __call__(self, request: Request, next: Handler) -> Response: ...
 
 
+class BodyStream:
+    """A body still being produced, the WSGI iterable of a streamed answer.
+
+    ``sent`` counts the bytes it gave out; ``sink`` (the cache's fill, when the
+    answer is being stored) gets each of them and, at the end, whether they were
+    the whole body; ``on_close`` (the app's count and log line) is called once it
+    is closed. Subclasses call :meth:`finished` from ``close()``.
+    """
+
+    __slots__ = ("sent", "sink", "on_close")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.sink: Any = None
+        self.on_close: Callable[[Any], None] | None = None
+
+    def finished(self, whole: bool) -> None:
+        """The body is closed: ``whole`` if every byte of it was given out. Tells each once."""
+        sink, self.sink = self.sink, None
+        if sink is not None:
+            sink.finish(whole)
+        on_close, self.on_close = self.on_close, None
+        if on_close is not None:
+            on_close(self)
+
+
 class Response:
     __slots__ = ("status", "headers", "body", "upstream", "own_headers", "cache", "limit")
 

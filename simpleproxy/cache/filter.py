@@ -20,8 +20,7 @@ from urllib.parse import urljoin, urlsplit
 
 from ..errors import NotInCache, UpstreamError
 from ..request import Request, normalize_path
-from ..response import Handler, Response
-from ..upstream.forward import StreamingBody
+from ..response import BodyStream, Handler, Response
 from ..upgrade import UPGRADE
 from .policy import (
     FRESH,
@@ -425,7 +424,7 @@ class CacheFilter:
             for chunk in body:
                 fill.write(chunk)
             fill.finish(True)
-        elif isinstance(body, StreamingBody):
+        elif isinstance(body, BodyStream):  # from upstream, or encoded on its way (compression.py)
             body.sink = _Fill(entry, store.max_object, done)
         else:
             response.body = _TeeBody(body, _Fill(entry, store.max_object, done))

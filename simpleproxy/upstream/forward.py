@@ -34,7 +34,7 @@ from ..errors import (
 from ..headers import ForwardingHeaders
 from ..request import Request
 from ..observe.metrics import route_label
-from ..response import Response, TunnelResponse
+from ..response import BodyStream, Response, TunnelResponse
 from ..tunnels import Tunnels
 from ..upgrade import UPGRADE
 from .http1 import RECV_SIZE, BodyReader, ResponseHead, parse_head, read_head
@@ -344,23 +344,20 @@ def _send(sock: socket.socket, head: bytes, body: bytes | None, request: Request
         left -= len(data)
 
 
-class StreamingBody:
-    """The WSGI iterable for a body still arriving; releases the connection on close."""
+class StreamingBody(BodyStream):
+    """The WSGI iterable for a body still arriving from upstream; releases the connection on close."""
 
-    __slots__ = ("reader", "server", "conn", "keep_alive", "sent", "error", "on_close", "deadline", "sink")
+    __slots__ = ("reader", "server", "conn", "keep_alive", "error", "deadline")
 
     def __init__(self, reader: BodyReader, server: ServerPool, conn: Any, keep_alive: bool) -> None:
+        super().__init__()
         self.reader = reader
         self.server = server
         self.conn = conn
         self.keep_alive = keep_alive
-        self.sent = 0
         self.error = ""
-        self.on_close: Callable[[StreamingBody], None] | None = None
         #: (total deadline, read timeout) when the route has a total deadline
         self.deadline: tuple[float, float] | None = None
-        #: gets each piece and, on close, whether the body arrived whole (the cache's fill)
-        self.sink: Any = None
 
     def __iter__(self) -> StreamingBody:
         return self
@@ -396,8 +393,4 @@ class StreamingBody:
             else:  # the client left, the backend broke off or sent more than the response: never reuse
                 self.server.discard(conn)
             self.server.unclaim()
-            if self.sink is not None:
-                self.sink.finish(self.reader.complete and not self.error)
-        if self.on_close is not None:
-            on_close, self.on_close = self.on_close, None
-            on_close(self)
+        self.finished(self.reader.complete and not self.error)
