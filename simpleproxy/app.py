@@ -281,9 +281,13 @@ class ProxyApp:
             return self._open_tunnel(environ, request, response, started)  # type: ignore[arg-type]
         start_response(response.status, headers)
         body = response.body
+        if environ["REQUEST_METHOD"] == "HEAD" and body:  # the fields only, whoever made the answer
+            close = getattr(body, "close", None)  # (an error page, an auth service's GET verdict)
+            if close is not None:
+                close()
+            body = []
         if type(body) is list:
-            size = sum(map(len, body)) if environ["REQUEST_METHOD"] != "HEAD" else 0
-            self._done(environ, request, response, size, started)
+            self._done(environ, request, response, sum(map(len, body)), started)
             return body
         if isinstance(body, BodyStream):
             body.on_close = partial(self._done_streaming, environ, request, response, started)

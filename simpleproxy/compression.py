@@ -166,23 +166,27 @@ class CompressFilter:
     def __call__(self, request: Request, next: Handler) -> Response:
         response = next(request)
         status = response.status
-        if request.method == "HEAD" or status[0] == "1" or status[:3] in ("204", "206", "304"):
+        if status[:3] == "304":  # it may refresh a stored encoded variant (cache/store.py): keep its tag weak
+            if choose(request.environ.get("HTTP_ACCEPT_ENCODING"), self.encodings) is not None:
+                _weaken(response.headers)
+            return response
+        if request.method == "HEAD" or status[0] == "1" or status[:3] in ("204", "206"):
             return response
         headers = response.headers
-        content_type = length = etag = None
+        content_type = length = identity = None
         vary = ""
         for i, (name, value) in enumerate(headers):
             lower = name.lower()
             if lower == "content-type":
                 content_type = value
-            elif lower == "content-encoding" and value.strip(OWS).lower() != "identity":
-                return response  # encoded already
+            elif lower == "content-encoding":
+                if value.strip(OWS).lower() != "identity":
+                    return response  # encoded already
+                identity = i
             elif lower == "content-length":
                 length = i
             elif lower == "cache-control" and "no-transform" in value.lower():
                 return response  # RFC 9111 section 5.2.2.6
-            elif lower == "etag":
-                etag = i
             elif lower == "vary":
                 vary += value.lower()
         if content_type is None or content_type not in self.types:
@@ -206,11 +210,20 @@ class CompressFilter:
             response.body = [encoded]
             if length is not None:
                 headers[length] = ("Content-Length", str(len(encoded)))
-        if etag is not None and not headers[etag][1].lstrip().startswith("W/"):
-            headers[etag] = (headers[etag][0], "W/" + headers[etag][1].strip(OWS))
+        _weaken(headers)
+        if identity is not None:
+            headers[identity] = ("Content-Encoding", encoding)
+        else:
+            headers.append(("Content-Encoding", encoding))
         if type(body) is not list:
             response.body = CompressedBody(body, encoder)
             if length is not None:
                 del headers[length]  # unknown until the end: the server sends it chunked
-        headers.append(("Content-Encoding", encoding))
         return response
+
+
+def _weaken(headers: list[tuple[str, str]]) -> None:
+    """A strong ETag made weak: the encoded bytes are not the identity ones (RFC 9110 section 8.8.1)."""
+    for i, (name, value) in enumerate(headers):
+        if name.lower() == "etag" and not value.lstrip().startswith("W/"):
+            headers[i] = (name, "W/" + value.strip(OWS))

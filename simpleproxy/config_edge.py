@@ -18,13 +18,14 @@ from urllib.parse import urlsplit
 from .config import CORS, BasicAuth, Compress, ForwardAuth, RetryPolicy, Timeouts, UpstreamConfig
 from .config_sections import parse_server_url
 from .config_walk import Section, to_bool, to_text
-from .grammar import is_token
+from .grammar import HOP_BY_HOP, is_token
 from .units import parse_duration, parse_size
 
 #: a bcrypt hash as htpasswd -B and bcrypt write it: $2a$, $2b$ or $2y$, cost, 53 characters
 _BCRYPT = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 T = TypeVar("T")
-_USER = re.compile(r"[^:\s\x00-\x1f\x7f]{1,256}")  #: what a user name may be: no colon, no space or control
+#: a user name: visible ASCII without a colon (it goes upstream in X-Forwarded-User, a Latin-1 field)
+_USER = re.compile(r"[!-9;-~]{1,256}")
 
 
 def _hash_problem(value: str) -> str:
@@ -86,7 +87,7 @@ def read_basic_auth(s: Section) -> BasicAuth:
             given.taken.add(name)
             stored = to_text(given.data[name]) if isinstance(given.data[name], str) else ""
             if not _USER.fullmatch(str(name)):
-                s.walker.error(given.key(str(name)), "a user name has no colon, space or control character")
+                s.walker.error(given.key(str(name)), "a user name is visible ASCII without a colon")
             elif why := _hash_problem(stored):
                 s.walker.error(given.key(str(name)), f"the password {why}")
             else:
@@ -109,8 +110,8 @@ def read_basic_auth(s: Section) -> BasicAuth:
     if importlib.util.find_spec("bcrypt") is None:
         s.walker.error(s.path, "basic_auth needs the bcrypt package: pip install 'simpleproxy[auth]'")
     realm = s.get("realm", to_text, "restricted")
-    if '"' in realm or "\\" in realm or any(ord(c) < 32 for c in realm):
-        s.walker.error(s.key("realm"), "a realm has no quote, backslash or control character")
+    if not re.fullmatch(r"[ !#-\[\]-~]{1,200}", realm):
+        s.walker.error(s.key("realm"), "a realm is printable ASCII without quotes or backslashes")
     settings = BasicAuth(
         realm=realm, users=tuple(users.items()), users_file=users_file,
         forward_credentials=s.get("forward_credentials", to_bool, False),
@@ -138,15 +139,19 @@ def _names(s: Section, key: str, what: str, upper: bool = False) -> tuple[str, .
 
 
 def read_cors(s: Section) -> CORS:
+    problems_before = len(s.walker.problems)
     origins = []
     for where, value in s.items("origins"):
         text = str(value).strip().lower()
         if text != "*" and not _ORIGIN.fullmatch(text):
             s.walker.error(where, f"{value!r} is not an origin: scheme://host[:port], https://*.example.com, or *")
             continue
+        if "*." in text and "." not in text.split("*.", 1)[1]:
+            s.walker.error(where, f"{value!r}: a wildcard needs a domain under it (https://*.example.com)")
+            continue
         origins.append(text)
-    if not s.has("origins"):
-        s.walker.error(s.path, "give origins: the sites whose pages may call these routes (or \"*\")")
+    if not origins and not s.walker.problems[problems_before:]:
+        s.walker.error(s.key("origins"), "give origins: the sites whose pages may call these routes (or \"*\")")
     if "*" in origins and len(origins) > 1:
         s.walker.error(s.key("origins"), '"*" stands alone')
     credentials = s.get("credentials", to_bool, False)
@@ -162,25 +167,36 @@ def read_cors(s: Section) -> CORS:
         headers=headers, expose=expose, credentials=credentials,
         max_age=s.get("max_age", parse_duration, CORS.max_age),
     )
+    if not 0 <= settings.max_age <= 86400:
+        s.walker.error(s.key("max_age"), "from 0 to a day (browsers cap it lower still)")
     s.done()
     return settings
+
+
+#: fields the proxy frames or rebuilds itself: never copied from a verdict
+_NOT_COPIED = HOP_BY_HOP | {"host", "content-length", "content-type", "x-forwarded-for", "x-forwarded-proto",
+                            "x-forwarded-host", "x-forwarded-user", "x-real-ip", "x-request-id"}
 
 
 def read_forward_auth(s: Section) -> ForwardAuth:
     url = s.get("url", to_text, "")
     timeout = s.get("timeout", parse_duration, 2.0)
-    if timeout <= 0:
-        s.walker.error(s.key("timeout"), "must be more than 0")
+    if not 0 < timeout < 3600:
+        s.walker.error(s.key("timeout"), "a duration over 0 and under an hour")
         timeout = 2.0
     upstream, target = None, "/"
     if not url:
         s.walker.error(s.path, "give url: the auth service's verify endpoint, e.g. http://127.0.0.1:9091/api/verify")
     else:
-        parts = urlsplit(url)
         try:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https"):
+                raise ValueError("the scheme must be http:// or https://")
             server = parse_server_url(f"{parts.scheme}://{parts.netloc}")
+            if re.search(r"[\x00-\x20\x7f#]", parts.path + parts.query) or parts.fragment:
+                raise ValueError("the path and query must be visible ASCII, without a fragment")
         except ValueError as exc:
-            s.walker.error(s.key("url"), str(exc).replace(f"{parts.scheme}://{parts.netloc}", url))
+            s.walker.error(s.key("url"), f"{url!r}: {exc}".replace(f"{url!r}: {url!r}: ", f"{url!r}: "))
         else:
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             # One server, no retries (a verdict is asked once), the timeout for each phase.
@@ -190,6 +206,8 @@ def read_forward_auth(s: Section) -> ForwardAuth:
     copy = _names(s, "copy_headers", "a field name") if s.has("copy_headers") else ()
     if "*" in copy:
         s.walker.error(s.key("copy_headers"), "name the fields to copy")
+    for name in set(copy) & _NOT_COPIED:
+        s.walker.error(s.key("copy_headers"), f"{name} is the proxy's to set, not the auth service's")
     settings = ForwardAuth(url=url, target=target, upstream=upstream, copy_headers=copy, timeout=timeout)
     s.done()
     return settings

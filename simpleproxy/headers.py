@@ -137,6 +137,7 @@ class ForwardingHeaders:
     def request_head(
         self, environ: dict[str, Any], method: str, target: str, host: str, client: str,
         scheme: str, authority: str, body_length: int, request_id: str = "", client_ip: str = "", user: str = "",
+        extra: tuple[tuple[str, str], ...] = (),
     ) -> bytes:
         """The request line and fields sent upstream, ending with the blank line.
 
@@ -148,6 +149,8 @@ class ForwardingHeaders:
             lines.append(f"X-Request-Id: {request_id}\r\n")
         if user:
             lines.append(f"X-Forwarded-User: {user}\r\n")
+        for field, text in extra:
+            lines.append(f"{field}: {text}\r\n")
         connection_named = environ.get("HTTP_CONNECTION")
         named = connection_keys(connection_named) if connection_named else ()
         for key, name in _plans[tuple(environ)]:

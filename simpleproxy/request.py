@@ -130,7 +130,7 @@ class Request:
 
     __slots__ = (
         "environ", "method", "host", "authority", "path", "query", "client", "client_ip", "scheme",
-        "content_length", "started", "request_id", "route", "user",
+        "content_length", "started", "request_id", "route", "user", "authenticated", "fields",
     )
 
     def __init__(self, environ: dict[str, Any], max_body: int, started: float = 0.0) -> None:
@@ -140,6 +140,11 @@ class Request:
         self.route: Any = None
         #: the user basic_auth verified ("" without): sent upstream as X-Forwarded-User, logged
         self.user = ""
+        #: basic_auth or forward_auth let it through: the cache treats it as a request with credentials
+        self.authenticated = False
+        #: fields the proxy itself adds to what it sends upstream (forward_auth's), after the client's
+        #: and whatever the client's Connection field names
+        self.fields: tuple[tuple[str, str], ...] = ()
         self.method: str = environ["REQUEST_METHOD"]
         self.client: str = environ.get("REMOTE_ADDR", "")  #: the direct peer
         #: the client as the proxy trusts it: the peer, or what trusted proxies say (the app sets it)

@@ -41,11 +41,13 @@ class BodyStream:
     def finished(self, whole: bool) -> None:
         """The body is closed: ``whole`` if every byte of it was given out. Tells each once."""
         sink, self.sink = self.sink, None
-        if sink is not None:
-            sink.finish(whole)
         on_close, self.on_close = self.on_close, None
-        if on_close is not None:
-            on_close(self)
+        try:
+            if sink is not None:
+                sink.finish(whole)
+        finally:
+            if on_close is not None:  # the count and the log line, whatever storing did
+                on_close(self)
 
 
 class Response:

@@ -51,6 +51,7 @@ class ProxyServer:
                 raise
         self.reloader = Reloader(self, config_path)
         self._stopped = threading.Event()
+        self._serving = threading.Event()  #: serve_forever has begun: its loop closes what stop() asks
         self._draining = threading.Event()
         #: set once a drain has closed the listening sockets
         self.listeners_closed = threading.Event()
@@ -122,6 +123,7 @@ class ProxyServer:
 
     def serve_forever(self) -> None:
         """Serve until :meth:`stop`, Ctrl-C or SIGTERM; then close the pools."""
+        self._serving.set()
         if self.app.config.server.watch_config:
             self.reloader.watch(self._stopped)
         if self.admin is not None:
@@ -143,7 +145,14 @@ class ProxyServer:
     def stop(self, timeout: float = 10.0) -> None:
         """Close every connection and listener; :meth:`serve_forever` then returns."""
         if not self._stopped.is_set():
-            self.front.stop()
+            if self._serving.is_set():
+                self.front.stop()
+            else:  # never served: no loop will close anything, so close it all here
+                self.front.close()
+                if self.admin is not None:
+                    self.admin.close(started=False)
+                self.app.close()
+                self._stopped.set()
         self._stopped.wait(timeout)
 
 

@@ -384,7 +384,7 @@ class CacheFilter:
         response_cc, targeted = response_directives(fields)
         if targeted:
             fields.pop("expires", None)
-        credentials = "HTTP_AUTHORIZATION" in environ or bool(request.user)  # basic_auth may have taken the field
+        credentials = "HTTP_AUTHORIZATION" in environ or request.authenticated  # basic_auth may have taken the field
         reason = storable(request.method, status, directives.directives, response_cc, fields, credentials)
         entry = None
         if reason is None:

@@ -230,10 +230,14 @@ class Front:
             wasyncore.close_all(self._map, ignore_all=True)
 
     def close(self) -> None:
-        """Undo a front that never ran: its sockets (after a failure to bind the next one)."""
+        """Undo a front that never ran: its sockets and worker threads (after a failure to bind the
+        next listener, or a stop before :meth:`run`)."""
         for front in self.fronts:
             front.sock.close()
         wasyncore.close_all(self._map, ignore_all=True)
+        self._dispatcher.shutdown(timeout=1)
+        if self.shedder is not None:
+            self.shedder.close()
 
 
 class SmallServer:
@@ -252,10 +256,14 @@ class SmallServer:
     def start(self) -> None:
         threading.Thread(target=self._server.run, name=f"{self._listener.adj.ident}", daemon=True).start()
 
-    def close(self) -> None:
-        """Close it from its own loop's thread (as :meth:`Front.stop` does), then its threads."""
-        try:
-            self._listener.trigger.pull_trigger(lambda: wasyncore.close_all(self._map))
-        except OSError:
-            pass
+    def close(self, started: bool = True) -> None:
+        """Close it from its own loop's thread (as :meth:`Front.stop` does), or at once if it never
+        ``started``; then its threads."""
+        if started:
+            try:
+                self._listener.trigger.pull_trigger(lambda: wasyncore.close_all(self._map))
+            except OSError:
+                pass
+        else:
+            wasyncore.close_all(self._map, ignore_all=True)
         self._listener.task_dispatcher.shutdown(timeout=1)

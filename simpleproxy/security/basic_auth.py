@@ -77,6 +77,7 @@ class BasicAuthFilter:
         if user is None:
             raise AuthRequired(self.realm, attempted=header is not None)
         request.user = user
+        request.authenticated = True
         if not self.forward_credentials:
             del environ["HTTP_AUTHORIZATION"]  # the cache still treats it as a request with credentials
         return next(request)

@@ -91,8 +91,10 @@ class CorsFilter:
         origin = environ.get("HTTP_ORIGIN")
         if origin is not None and request.method == "OPTIONS" and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ:
             return self.preflight(request)
-        fields = [self._allow_origin(origin), *self._common] if origin is not None and self.allows(origin) else []
-        if not (self.any_origin and not self.settings.credentials):
+        if self.any_origin and not self.settings.credentials:  # the same for every page: always, no Vary
+            fields = [("Access-Control-Allow-Origin", "*"), *self._common]
+        else:
+            fields = [self._allow_origin(origin), *self._common] if origin is not None and self.allows(origin) else []
             fields.append(("Vary", "Origin"))
         try:
             response = next(request)

@@ -20,7 +20,7 @@ import io
 from typing import Any
 
 from ..config import ForwardAuth, RouteConfig
-from ..grammar import environ_key
+from ..grammar import capitalized, environ_key
 from ..headers import ForwardingHeaders
 from ..request import Request
 from ..response import Handler, Response
@@ -28,8 +28,12 @@ from ..routing import Route
 from ..upstream.forward import UpstreamHandler
 from ..upstream.pool import Upstream
 
-#: request fields a body-less question does not carry
-_BODY_FIELDS = ("CONTENT_LENGTH", "CONTENT_TYPE", "HTTP_TRANSFER_ENCODING", "HTTP_EXPECT")
+#: request fields the question does not carry: the body's, and the client's Connection
+_NOT_ASKED = frozenset(("CONTENT_LENGTH", "CONTENT_TYPE", "HTTP_TRANSFER_ENCODING", "HTTP_EXPECT", "HTTP_CONNECTION"))
+#: the client's claims about the request's destination (X-Forwarded-For/-Proto/-Host are rebuilt by
+#: headers.py, which keeps a trusted proxy's); the proxy sends its own
+_CLAIMS = ("HTTP_X_ORIGINAL_", "HTTP_X_FORWARDED_METHOD", "HTTP_X_FORWARDED_URI", "HTTP_X_FORWARDED_PREFIX",
+           "HTTP_X_FORWARDED_PORT", "HTTP_X_FORWARDED_SERVER", "HTTP_X_FORWARDED_SSL")
 
 
 class ForwardAuthFilter:
@@ -48,31 +52,39 @@ class ForwardAuthFilter:
         self._path, self._query = path, mark + query
 
     def question(self, request: Request) -> Request:
-        """The request sent to the auth service for ``request``."""
-        environ = dict(request.environ)
-        for key in _BODY_FIELDS:
-            environ.pop(key, None)
+        """The request sent to the auth service for ``request``.
+
+        The client's own claims about where the request goes (``X-Original-*``, ``X-Forwarded-*``
+        other than the For/Proto/Host chain the proxy rebuilds) are dropped, and so is its
+        ``Connection``, which could otherwise name the proxy's fields away; the proxy's are sent
+        as fields of its own, after the client's.
+        """
+        environ = {key: value for key, value in request.environ.items()
+                   if key not in _NOT_ASKED and not key.startswith(_CLAIMS)}
         environ["REQUEST_METHOD"] = "GET"
         environ["wsgi.input"] = io.BytesIO()
-        environ["HTTP_X_FORWARDED_METHOD"] = request.method  # set here: a client's own never passes
-        environ["HTTP_X_FORWARDED_URI"] = request.path + request.query
         asked = request.derive(environ)
         asked.method, asked.path, asked.query = "GET", self._path, self._query
         asked.route, asked.content_length = self._route, 0
+        target = request.path + request.query
+        asked.fields = (
+            ("X-Forwarded-Method", request.method), ("X-Forwarded-Uri", target),
+            ("X-Original-Method", request.method), ("X-Original-URL", f"{request.scheme}://{request.authority}{target}"),
+        )
         return asked
 
     def __call__(self, request: Request, next: Handler) -> Response:
+        verdict = self._ask(self.question(request))  # with the client's fields as they came
         environ = request.environ
         for key, _ in self._copied:  # only the service may set these
             environ.pop(key, None)
-        verdict = self._ask(self.question(request))
         if not 200 <= int(verdict.status[:3]) < 300:
             return verdict  # as the service sent it: a redirect to its login page, a 401, a 403
         fields = {name.lower(): value for name, value in verdict.headers}
         _discard(verdict.body)
-        for key, name in self._copied:
-            if name in fields:
-                environ[key] = fields[name]
+        copied = tuple((capitalized(name), fields[name]) for _, name in self._copied if name in fields)
+        request.fields = (*request.fields, *copied)
+        request.authenticated = True
         return next(request)
 
 

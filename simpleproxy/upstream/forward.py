@@ -88,11 +88,11 @@ class UpstreamHandler:
         tried: list[ServerPool] = []
         sticky = upstream.sticky_server(request) if upstream.sticky_cookie else None
         while True:
-            server = upstream.pick(request, tried, sticky)
-            head = self._head(request, server, body)
-            if protocol is not None:
-                head = head[:-2] + f"Connection: Upgrade\r\nUpgrade: {protocol}\r\n\r\n".encode("latin-1")
+            server = upstream.pick(request, tried, sticky)  # claims the server: unclaimed on any failure
             try:
+                head = self._head(request, server, body)
+                if protocol is not None:
+                    head = head[:-2] + f"Connection: Upgrade\r\nUpgrade: {protocol}\r\n\r\n".encode("latin-1")
                 conn, response, rest = self._exchange(server, request, head, body, protocol is not None)
             except UpstreamError as exc:
                 server.unclaim()
@@ -207,7 +207,8 @@ class UpstreamHandler:
         return self.headers.request_head(
             request.environ, request.method, self.sent_target(request), self.sent_host(request, server.name),
             request.client, request.scheme, request.authority,
-            request.content_length if body is None else len(body), request.request_id, request.client_ip, request.user,
+            request.content_length if body is None else len(body), request.request_id, request.client_ip,
+            request.user, request.fields,
         )
 
     def _relay(self, server: ServerPool, conn: Any, response: ResponseHead, rest: bytes, request_started: float) -> Response:

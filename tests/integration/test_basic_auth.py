@@ -145,3 +145,16 @@ def test_hash_password_reads_standard_input_and_prints_an_htpasswd_line() -> Non
     assert result.returncode == 0, result.stderr
     name, _, hashed = result.stdout.strip().partition(":")
     assert name == "alice" and hashed.startswith("$2b$10$") and bcrypt.checkpw(b"correct horse", hashed.encode())
+
+
+def test_a_user_name_or_realm_a_header_cannot_carry_is_refused() -> None:
+    with pytest.raises(ConfigError) as error:
+        config_from_dict({"basic_auth": {"realm": "Zone \u0142", "users": {"\u0141ukasz": ALICE}}, "routes": [{"respond": {}}]})
+    assert "a user name is visible ASCII" in str(error.value) and "a realm is printable ASCII" in str(error.value)
+
+
+def test_a_head_gets_the_fields_of_an_error_page_and_no_body(backends, proxy) -> None:
+    p = proxy(auth_config(backends().url))
+    raw = p.raw(b"HEAD / HTTP/1.1\r\nHost: h\r\n\r\nHEAD / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    first, _, rest = raw.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 401") and b"Content-Length: " in first and rest.startswith(b"HTTP/1.1 401")

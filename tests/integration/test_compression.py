@@ -187,3 +187,21 @@ def test_a_body_held_whole_is_encoded_at_once_with_its_length(proxy) -> None:
     answer, body = get(p, "/", "gzip")
     assert answer.getheader("Content-Encoding") == "gzip" and int(answer.getheader("Content-Length")) == len(body)
     assert gzip.decompress(body) == TEXT
+
+
+def test_identity_is_replaced_and_a_304_keeps_the_tag_weak(raw_backend, proxy) -> None:
+    def script(conn: socket.socket) -> None:
+        while head := read_request(conn):
+            if b"if-none-match" in head.lower():
+                conn.sendall(b'HTTP/1.1 304 Not Modified\r\nETag: "abc"\r\n\r\n')
+            else:
+                conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: identity\r\n'
+                             b'ETag: "abc"\r\nContent-Length: %d\r\n\r\n%s' % (len(TEXT), TEXT))
+
+    backend = raw_backend(script)
+    p = proxy({**single_upstream(backend.url), "compress": {"encodings": ["gzip"]}})
+    answer, body = get(p, "/", "gzip")
+    assert answer.headers.get_all("Content-Encoding") == ["gzip"] and gzip.decompress(body) == TEXT
+    assert answer.getheader("ETag") == 'W/"abc"'
+    again, _ = get(p, "/", "gzip", **{"If-None-Match": 'W/"abc"'})
+    assert again.status == 304 and again.getheader("ETag") == 'W/"abc"'  # as the variant it may refresh

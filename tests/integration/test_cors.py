@@ -91,10 +91,20 @@ def test_a_backends_own_cors_fields_are_replaced_not_doubled(raw_backend, proxy)
 @pytest.mark.parametrize(("cors", "words"), [
     ({"origins": ["*"], "credentials": True}, 'cors.origins: "*" cannot go with credentials'),
     ({"origins": ["https://a.example/path"]}, "is not an origin"),
-    ({"methods": ["GET"]}, "cors: give origins"),
+    ({"methods": ["GET"]}, "cors.origins: give origins"),
+    ({"origins": []}, "cors.origins: give origins"),
+    ({"origins": ["https://*.com"]}, "a wildcard needs a domain under it"),
+    ({"origins": ["*"], "max_age": ".inf"}, "cors.max_age"),
     ({"origins": ["*", "https://a.example"]}, '"*" stands alone'),
 ])
 def test_configuration_errors(cors, words) -> None:
     with pytest.raises(ConfigError) as error:
         config_from_dict({"cors": cors, "routes": [{"respond": {}}]})
     assert words in str(error.value)
+
+
+def test_any_origin_without_credentials_answers_star_even_without_an_origin(backends, proxy) -> None:
+    backend = backends()
+    p = proxy({**single_upstream(backend.url), "cors": {"origins": ["*"]}})
+    answer, _ = p.request("GET", "/")  # a copy a cache keeps must serve every page's later fetch
+    assert answer.getheader("Access-Control-Allow-Origin") == "*" and "Origin" not in (answer.getheader("Vary") or "")

@@ -40,6 +40,10 @@ class _Verify(BaseHTTPRequestHandler):
         else:
             self.send_response(302)
             self.send_header("Location", "https://login.example/?rd=" + self.headers.get("X-Forwarded-Uri", ""))
+            self.send_header("Content-Length", "26")
+            self.end_headers()
+            self.wfile.write(b"<html>please log in</html>")
+            return
         self.send_header("Content-Length", "0")
         self.end_headers()
 
@@ -112,3 +116,30 @@ def test_a_route_may_opt_out_and_the_service_shows_as_an_upstream(backends, prox
     assert p.request("GET", "/public/x")[0].status == 200 and service.asked.empty()
     assert p.request("GET", "/x")[0].status == 302
     assert "forward_auth (127.0.0.1:%d)" % service.server_address[1] in p.app.state.upstreams
+
+
+def test_a_client_cannot_steer_the_question_or_strip_the_answer(backends, proxy, service) -> None:
+    backend = backends()
+    p = proxy(guarded(backend.url, service.url))
+    tricks = {"Cookie": "session=good", "X-Original-URL": "https://public.example/", "X-Forwarded-Prefix": "/public",
+              "Connection": "keep-alive, X-Forwarded-Uri, X-Forwarded-Method, X-Original-URL, Remote-User"}
+    answer, body = p.request("DELETE", "/admin/secret?x=1", headers=tricks)
+    _, _, asked = service.asked.get(timeout=LONG_TIMEOUT)
+    assert asked["X-Forwarded-Uri"] == "/admin/secret?x=1" and asked["X-Forwarded-Method"] == "DELETE"
+    assert asked["X-Original-URL"] == f"http://127.0.0.1:{p.port}/admin/secret?x=1" and "X-Forwarded-Prefix" not in asked
+    assert answer.status == 200 and dict(json.loads(body)["headers"])["Remote-User"] == "alice"  # not named away
+
+
+def test_the_service_sees_a_field_it_is_also_to_set(backends, proxy, service) -> None:
+    backend = backends()
+    p = proxy(guarded(backend.url, service.url, copy_headers=["Authorization"]))
+    p.request("GET", "/", headers={"Authorization": "Bearer client-token", "Cookie": "session=good"})
+    assert service.asked.get(timeout=LONG_TIMEOUT)[2]["Authorization"] == "Bearer client-token"
+
+
+def test_a_head_gets_no_body_from_a_get_verdict(backends, proxy, service) -> None:
+    backend = backends()
+    p = proxy(guarded(backend.url, service.url))
+    raw = p.raw(b"HEAD /private HTTP/1.1\r\nHost: h\r\n\r\nGET /x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    first, _, rest = raw.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 302") and rest.startswith(b"HTTP/1.1 302")  # the next answer, not a body

@@ -7,6 +7,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 
 import pytest
 
@@ -89,3 +90,19 @@ def test_sigterm_drains_then_exits_0(raw_backend, run_process) -> None:
     client.join(LONG_TIMEOUT)
     assert results == [(200, b"slow and whole")]
     assert proxy.proc.wait(LONG_TIMEOUT) == 0
+
+
+def test_a_server_stopped_before_it_served_closes_everything_at_once(backends) -> None:
+    from simpleproxy.config import config_from_dict
+    from simpleproxy.server import ProxyServer
+
+    config = config_from_dict({**single_upstream(backends().url), "listen": {"http": "127.0.0.1:0"},
+                               "admin": {"listen": "127.0.0.1:0"}})
+    server = ProxyServer(config)
+    addresses = [server.addresses[0], server.admin_address]
+    started = time.monotonic()
+    server.stop(timeout=5)
+    assert time.monotonic() - started < 1.0
+    for address in addresses:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(address, timeout=SHORT_TIMEOUT).close()
