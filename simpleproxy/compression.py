@@ -29,7 +29,7 @@ import zlib
 from typing import Any, Callable, Iterator
 
 from .config import Compress
-from .grammar import OWS, split_list
+from .grammar import OWS, weighted
 from .request import Request
 from .response import BodyStream, Handler, Response
 
@@ -75,30 +75,12 @@ class _Encoder:
         return self._finish()
 
 
-def accepted(value: str) -> dict[str, float]:
-    """``Accept-Encoding`` -> {coding: q}; a member with an unreadable q-value is left out."""
-    found: dict[str, float] = {}
-    for member in split_list(value):
-        coding, _, parameters = member.partition(";")
-        q = 1.0
-        for parameter in parameters.split(";"):
-            name, _, text = parameter.strip(OWS).partition("=")
-            if name.strip(OWS).lower() == "q":
-                try:
-                    q = float(text.strip(OWS))
-                except ValueError:
-                    q = -1.0
-        if 0.0 <= q <= 1.0:
-            found.setdefault(coding.strip(OWS).lower(), q)
-    return found
-
-
 def choose(value: str | None, offered: tuple[str, ...]) -> str | None:
     """The encoding to send (None: identity): the highest q among ``offered``, the first on a tie.
     Without ``Accept-Encoding`` the answer goes as it is, as browsers always send one."""
     if not value:
         return None
-    q_of = accepted(value)
+    q_of = weighted(value)
     star = q_of.get("*", 0.0)
     best, best_q = None, 0.0
     for encoding in offered:

@@ -160,6 +160,21 @@ class CacheSettings:
 
 
 @dataclass(frozen=True)
+class CacheKey:
+    """``routes[i].cache.key``: what of a request tells its stored answers apart."""
+
+    ignore_query: tuple[str, ...] = ()  #: query parameters left out of the key (globs: ``utm_*``)
+    sort_query: bool = False  #: ``?b=1&a=2`` and ``?a=2&b=1`` share an entry
+    include_headers: tuple[str, ...] = ()  #: request fields that make variants, as if in Vary (lower case)
+    include_cookies: tuple[str, ...] = ()  #: cookies that make variants (``lang``)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """What the store varies on besides the response's Vary: field names and ``cookie:NAME``."""
+        return self.include_headers + tuple(f"cookie:{name}" for name in self.include_cookies)
+
+
+@dataclass(frozen=True)
 class RouteCache:
     """A route's ``cache:``; a route without one never touches the cache."""
 
@@ -169,6 +184,7 @@ class RouteCache:
     query: bool = True  #: the query string is part of the key
     #: how stale a response may be served while the origin is down or answers 5xx (0: never)
     stale_if_error: float = 60.0
+    key: CacheKey = CacheKey()
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from .config import (
     AccessRules,
     AdminSettings,
     BotSettings,
+    CacheKey,
     CacheSettings,
     Certificate,
     HTTPSListener,
@@ -37,6 +38,7 @@ from .config_walk import (
     to_text,
 )
 from .errors import CertificateError
+from .grammar import is_token
 from .ratelimit.bucket import parse_rate
 from .units import is_valid_host, parse_address, parse_duration, parse_network, parse_size
 
@@ -272,9 +274,28 @@ def read_route_cache(s: Section) -> RouteCache | None:
         default_ttl=s.get("default_ttl", parse_duration, d.default_ttl),
         query=s.get("query", to_bool, d.query),
         stale_if_error=s.get("stale_if_error", parse_duration, d.stale_if_error),
+        key=_read_cache_key(s.section("key")) if s.has("key") else d.key,
     )
     s.done()
     return cache if enabled else None
+
+
+def _read_cache_key(s: Section) -> CacheKey:
+    def tokens(name: str, what: str) -> tuple[str, ...]:
+        found = []
+        for where, value in s.items(name):
+            text = str(value).strip()
+            if not is_token(text):
+                s.walker.error(where, f"{value!r} is not {what}")
+            found.append(text.lower() if name == "include_headers" else text)
+        return tuple(found)
+
+    globs = tuple(str(value) for _, value in s.items("ignore_query"))
+    key = CacheKey(ignore_query=globs, sort_query=s.get("sort_query", to_bool, False),
+                   include_headers=tokens("include_headers", "a field name"),
+                   include_cookies=tokens("include_cookies", "a cookie name"))
+    s.done()
+    return key
 
 
 def check_cache_shares(walker: Walker, cache: CacheSettings, routes: tuple[RouteConfig, ...]) -> None:

@@ -210,4 +210,5 @@ def _cache(out: list[str], cache: CacheFilter, request: Request) -> None:
     limits = [f"max_ttl {settings.max_ttl:g}s"] if settings.max_ttl else []
     if settings.default_ttl:
         limits.append(f"default_ttl {settings.default_ttl:g}s")
-    out.append(f"  cache     on ({store}{', ' + ', '.join(limits) if limits else ''}); key {cache.key(request)}; {how}")
+    varies = f"; also varies on {', '.join(cache.also_vary)}" if cache.also_vary else ""
+    out.append(f"  cache     on ({store}{', ' + ', '.join(limits) if limits else ''}); key {cache.key(request)}{varies}; {how}")

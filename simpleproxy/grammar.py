@@ -106,3 +106,23 @@ def connection_keys(connection: str) -> frozenset[str]:
     hop only (RFC 9110 section 7.6.1). Never the body's ``Content-Type`` or ``Content-Length``,
     which frame and describe what is forwarded, whatever a client names."""
     return frozenset(key for name in tokens(connection) if (key := environ_key(name)) not in _UNPREFIXED)
+
+
+def weighted(value: str) -> dict[str, float]:
+    """A list of tokens with quality values (RFC 9110 section 12.4.2: ``Accept-Encoding``,
+    ``Accept-Language``) -> {lower-case token: q}; the first mention of a token counts, and a member
+    with an unreadable q-value is left out."""
+    found: dict[str, float] = {}
+    for member in split_list(value):
+        token, _, parameters = member.partition(";")
+        q = 1.0
+        for parameter in parameters.split(";"):
+            name, _, text = parameter.strip(OWS).partition("=")
+            if name.strip(OWS).lower() == "q":
+                try:
+                    q = float(text.strip(OWS))
+                except ValueError:
+                    q = -1.0
+        if 0.0 <= q <= 1.0:
+            found.setdefault(token.strip(OWS).lower(), q)
+    return found

@@ -40,7 +40,7 @@ def build_caches(
                 caches.stores.append(caches.shared)
             store = caches.shared
         freshness = Freshness(rules.default_ttl, rules.max_ttl, stale_on_error=rules.stale_if_error)
-        filters[route.key] = CacheFilter(store, caches, freshness, rules.query, settings.lock_timeout, clock)
+        filters[route.key] = CacheFilter(store, caches, freshness, rules.query, settings.lock_timeout, clock, rules.key)
     return caches, filters
 
 

@@ -10,14 +10,16 @@ cache did in a ``Cache-Status`` field (RFC 9211).
 
 from __future__ import annotations
 
+import fnmatch
 import io
 import logging
 import re
 import threading
 import time
 from typing import Any, Callable, Iterable
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
+from ..config import CacheKey
 from ..errors import NotInCache, UpstreamError
 from ..request import Request, normalize_path
 from ..response import BodyStream, Handler, Response
@@ -125,20 +127,39 @@ class CacheFilter:
         key_query: bool = True,
         lock_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
+        key_rules: CacheKey = CacheKey(),
     ) -> None:
+        """``key_rules``: the route's cache.key (query parameters left out or sorted; fields and
+        cookies that make variants, kept as the response's Vary is)."""
         self.store = store
         self.caches = caches
         self.freshness = freshness
         self.key_query = key_query
+        self.key_rules = key_rules
+        self._ignored = re.compile("|".join(fnmatch.translate(glob) for glob in key_rules.ignore_query)) \
+            if key_rules.ignore_query else None
+        self.also_vary = key_rules.fields
         self.lock_timeout = lock_timeout
         self.clock = clock
         self.flights = Flights()
         self._refresh_slots = threading.BoundedSemaphore(_REFRESH_SLOTS)
 
     def key(self, request: Request) -> str:
-        """The primary cache key: the effective request URI (section 2)."""
+        """The primary cache key: the effective request URI (section 2), its query as the route's
+        cache.key says (fields and cookies it names vary the stored answers, as Vary does)."""
         query = request.query if self.key_query else ""
+        if query and (self._ignored is not None or self.key_rules.sort_query):
+            query = self._query(query)
         return f"{request.scheme}://{request.authority.lower()}{request.path}{query}"
+
+    def _query(self, query: str) -> str:
+        """``?utm_source=x&b=1&a=2`` -> ``?a=2&b=1`` (with ``ignore_query: [utm_*]`` and ``sort_query``)."""
+        ignored = self._ignored
+        pairs = [pair for pair in query[1:].split("&") if pair
+                 and (ignored is None or not ignored.match(unquote(pair.partition("=")[0])))]
+        if self.key_rules.sort_query:
+            pairs.sort()
+        return "?" + "&".join(pairs) if pairs else ""
 
     @staticmethod
     def passed_on(request: Request) -> str:
@@ -394,7 +415,7 @@ class CacheFilter:
             else:
                 entry = Entry(
                     self.key(request), response.status, response.headers, b"", environ,
-                    request_time, response_time, self.freshness,
+                    request_time, response_time, self.freshness, self.also_vary,
                 )
                 if entry.lifetime <= 0 and not entry.has_validator():
                     reason, entry = "no freshness and no validator", None

@@ -14,7 +14,7 @@ from typing import Mapping
 
 from werkzeug.http import http_date
 
-from ..grammar import HOP_BY_HOP, environ_key, is_token, split_list, unquote
+from ..grammar import HOP_BY_HOP, environ_key, is_token, split_list, unquote, weighted
 
 #: RFC 9110 section 15.1: statuses a cache may store with heuristic freshness.
 HEURISTIC_STATUSES = frozenset((200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501))
@@ -390,20 +390,64 @@ def not_modified(environ: Mapping[str, object], etag: str | None, modified: floa
 # --------------------------------------------------------------------------- Vary (section 4.1)
 
 
-def vary_fields(vary: str | None) -> tuple[str, ...]:
-    """The request fields a response varies on, lower-cased, sorted, without repeats."""
-    if not vary:
+def vary_fields(vary: str | None, also: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The request fields a response varies on, lower-cased, sorted, without repeats; ``also``:
+    what the route's key adds (field names, ``cookie:NAME``)."""
+    if not vary and not also:
         return ()
-    return tuple(sorted({name.strip().lower() for name in vary.split(",") if name.strip()}))
+    return tuple(sorted({name.strip().lower() for name in (vary or "").split(",") if name.strip()} | set(also)))
 
 
-def normalize_field(value: object) -> str | None:
-    """A request field value as Vary compares it: list members trimmed, case kept (section 4.1)."""
+#: content codings Accept-Encoding may name that a cache tells apart
+_CODINGS = ("br", "compress", "deflate", "gzip", "zstd")
+
+
+def normalize_field(value: object, name: str = "") -> str | None:
+    """A request field value as Vary compares it (section 4.1): list members trimmed, case kept;
+    ``Accept-Encoding`` and ``Accept-Language`` normalised so that equivalent requests share a
+    stored variant (see the two functions below)."""
     if not isinstance(value, str):
         return None
+    if name == "accept-encoding":
+        return _codings_accepted(value)
+    if name == "accept-language":
+        return _languages_in_order(value)
     return ",".join(member.strip() for member in value.split(","))
 
 
+def _codings_accepted(value: str) -> str:
+    """The codings an ``Accept-Encoding`` accepts (q > 0, ``*`` and ``x-gzip`` read), sorted. Two
+    requests accepting the same codings can decode the same answers, whatever their order or
+    q-values: an answer stored for one fits the other (``gzip, deflate, br`` = ``br,gzip;q=0.8,deflate``)."""
+    q_of = weighted(value)
+    star = q_of.get("*", 0.0)
+    return ",".join(coding for coding in _CODINGS
+                    if q_of.get(coding, q_of.get("x-gzip", star) if coding == "gzip" else star) > 0)
+
+
+def _languages_in_order(value: str) -> str:
+    """An ``Accept-Language`` lower-cased, spaced and weighted one way, in the client's order of
+    preference (``en-US, en;q=0.90`` = ``en-us,en;q=0.9``). Not sorted by name: ``fr, en`` and
+    ``en, fr`` ask for different answers, and sharing one would give a French page to someone
+    who asked for English first."""
+    ranked = sorted(weighted(value).items(), key=lambda item: -item[1])  # stable: ties keep their order
+    return ",".join(tag if q == 1.0 else f"{tag};q={q:.3f}".rstrip("0").rstrip(".") for tag, q in ranked if q > 0)
+
+
 def secondary_key(names: tuple[str, ...], environ: Mapping[str, object]) -> tuple[str | None, ...]:
-    """The request's values for a response's Vary fields, in the order of ``names``."""
-    return tuple(normalize_field(environ.get(environ_key(name))) for name in names)
+    """The request's values for a response's Vary fields, in the order of ``names`` (lower case;
+    ``cookie:NAME``: that cookie's value, from a route's cache.key)."""
+    return tuple(cookie_value(environ, name[7:]) if name.startswith("cookie:")
+                 else normalize_field(environ.get(environ_key(name)), name) for name in names)
+
+
+def cookie_value(environ: Mapping[str, object], name: str) -> str | None:
+    """One cookie's value in the request's ``Cookie`` field (RFC 6265 section 5.4), None without it."""
+    cookies = environ.get("HTTP_COOKIE")
+    if not isinstance(cookies, str):
+        return None
+    for pair in cookies.split(";"):
+        key, eq, value = pair.strip(" \t").partition("=")
+        if eq and key == name:
+            return value
+    return None

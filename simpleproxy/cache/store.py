@@ -74,14 +74,16 @@ class Entry:
         request_time: float,
         response_time: float,
         freshness: Freshness,
+        also_vary: tuple[str, ...] = (),
     ) -> None:
+        """``also_vary``: what the route's cache.key adds to the response's Vary (fields, ``cookie:NAME``)."""
         self.key = key
         self.status_line = status_line
         self.status = int(status_line[:3])
         self.body = body
         headers = [(n, v) for n, v in headers if n.lower() not in UNSTORED_FIELDS or n.lower() == "age"]
         fields = fields_of(headers)
-        self.vary = vary_fields(fields.get("vary"))
+        self.vary = vary_fields(fields.get("vary"), also_vary)
         self.variant = secondary_key(self.vary, request_environ)
         self._set_fields(headers, fields, request_time, response_time, freshness)
 

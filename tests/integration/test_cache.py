@@ -307,3 +307,37 @@ def test_the_access_log_says_what_the_cache_did(proxy, origin, clock) -> None:
     p.request("GET", "/r")
     p.request("POST", "/r", body=b"x")
     assert [line.split()[-2] for line in p.log_lines(at_least=4)] == ["miss", "hit", "revalidated", "bypass"]
+
+
+def test_equivalent_accept_encoding_and_accept_language_share_a_stored_variant(proxy, origin, clock) -> None:
+    origin.answers["/v"] = (200, {"Cache-Control": "max-age=60", "Vary": "Accept-Encoding, Accept-Language"}, b"body")
+    p = proxy(cached_config(origin.url), clock=clock)
+
+    def result(encoding: str, language: str) -> str:
+        answer, _ = p.request("GET", "/v", headers={"Accept-Encoding": encoding, "Accept-Language": language})
+        return answer.getheader("Cache-Status").split(";")[1].strip()
+
+    assert result("gzip, deflate, br", "en-US, en;q=0.9") == "fwd=uri-miss"
+    assert result("br;q=1.0, gzip;q=0.8, deflate", "en-us,en;q=0.90") == "hit"  # the same codings, the same order
+    assert result("gzip", "en-US, en;q=0.9") == "fwd=vary-miss"  # fewer codings: maybe not the same answer
+    assert result("gzip, deflate, br", "en;q=0.9, en-US") == "hit"  # the same preference, written otherwise
+    assert result("gzip, deflate, br", "en, en-US;q=0.9") == "fwd=vary-miss"  # another first choice
+    assert len(origin.requests) == 3
+
+
+def test_the_routes_key_leaves_out_tracking_parameters_sorts_and_varies_on_named_fields(proxy, origin, clock) -> None:
+    origin.answers["/k"] = (200, {"Cache-Control": "max-age=60"}, b"body")
+    key = {"ignore_query": ["utm_*", "fbclid"], "sort_query": True, "include_headers": ["X-Tenant"],
+           "include_cookies": ["lang"]}
+    p = proxy(cached_config(origin.url, {"key": key}), clock=clock)
+
+    def result(target: str, **fields: str) -> str:
+        return p.request("GET", target, headers=fields)[0].getheader("Cache-Status").split(";")[1].strip()
+
+    tenant_fr = {"X-Tenant": "t1", "Cookie": "session=1; lang=fr"}
+    assert result("/k?b=1&a=2&utm_source=mail", **tenant_fr) == "fwd=uri-miss"
+    assert result("/k?a=2&fbclid=x1&b=1", **{**tenant_fr, "Cookie": "lang=fr; session=2"}) == "hit"
+    assert result("/k?a=2&b=1", **{**tenant_fr, "X-Tenant": "t2"}) == "fwd=vary-miss"
+    assert result("/k?a=2&b=1", **{**tenant_fr, "Cookie": "lang=en"}) == "fwd=vary-miss"
+    assert result("/k?a=2&b=1&c=3", **tenant_fr) == "fwd=uri-miss"  # other parameters still count
+    assert len(origin.requests) == 4

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from simpleproxy.compression import _Types, accepted, choose
+from simpleproxy.compression import _Types, choose
 from simpleproxy.config import COMPRESSED_TYPES
+from simpleproxy.grammar import weighted
 
 ALL = ("zstd", "br", "gzip")
 
@@ -31,8 +32,8 @@ def test_the_encoding_chosen(header, offered, chosen) -> None:
     assert choose(header, offered) == chosen
 
 
-def test_accepted_reads_each_coding_once_with_its_q() -> None:
-    assert accepted('gzip;q=0.8, br ; q=1.0, zstd;level=3;q=0.1, gzip;q=0') == {"gzip": 0.8, "br": 1.0, "zstd": 0.1}
+def test_weighted_reads_each_coding_once_with_its_q() -> None:
+    assert weighted('gzip;q=0.8, br ; q=1.0, zstd;level=3;q=0.1, gzip;q=0') == {"gzip": 0.8, "br": 1.0, "zstd": 0.1}
 
 
 @pytest.mark.parametrize(("content_type", "compressed"), [

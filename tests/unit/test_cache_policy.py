@@ -289,7 +289,7 @@ def test_4_1_vary_names_are_case_insensitive_and_deduplicated() -> None:
 
 def test_4_1_values_are_compared_after_joining_lines_and_trimming_members() -> None:
     names = ("accept-encoding", "foo")
-    assert secondary_key(names, {"HTTP_ACCEPT_ENCODING": " gzip ,br ", "HTTP_FOO": "1, 2"}) == ("gzip,br", "1,2")
+    assert secondary_key(names, {"HTTP_ACCEPT_ENCODING": " gzip ,br ", "HTTP_FOO": "1, 2"}) == ("br,gzip", "1,2")  # codings normalised (sorted)
     assert secondary_key(names, {}) == (None, None)
     assert secondary_key(names, {"HTTP_FOO": ""}) == (None, "")
 
@@ -314,3 +314,21 @@ def test_rfc9213_2_1_a_valid_cdn_cache_control_replaces_cache_control_and_expire
     fields = {"cache-control": "no-store", "cdn-cache-control": "max-age=600", "expires": "0"}
     assert response_directives(fields) == ({"max-age": "600"}, True)
     assert response_directives({"cache-control": "max-age=5", "cdn-cache-control": "Bad"}) == ({"max-age": "5"}, False)
+
+
+@pytest.mark.parametrize(("name", "a", "b", "same"), [
+    ("accept-encoding", "gzip, deflate, br", "br,deflate;q=0.5,gzip", True),
+    ("accept-encoding", "gzip, x-gzip", "gzip", True),
+    ("accept-encoding", "*", "br, compress, deflate, gzip, zstd", True),
+    ("accept-encoding", "gzip, br;q=0", "gzip", True),  # refused codings are not accepted ones
+    ("accept-encoding", "gzip, br", "gzip", False),
+    ("accept-language", "en-US, en;q=0.9", "en-us,en;q=0.900", True),
+    ("accept-language", "de;q=0.5, fr", "fr, de;q=0.5", True),  # q decides the order, not the writing
+    ("accept-language", "fr, en", "en, fr", False),  # a different first choice
+    ("x-tenant", "a, b", "a,b", True),
+    ("x-tenant", "A", "a", False),  # other fields: trimmed, case kept
+])
+def test_vary_normalises_equivalent_requests_together(name, a, b, same) -> None:
+    from simpleproxy.cache.policy import normalize_field
+
+    assert (normalize_field(a, name) == normalize_field(b, name)) is same

@@ -61,3 +61,11 @@ def test_the_waf_verdict_is_the_filters_own() -> None:
     status, text = explain(config, "http://h/.git/config")
     assert status == 403 and "refused by baseline-scanners (403)" in text
     assert "waf       5 rules (baseline-path-traversal" in explain(config, "http://h/ok")[1]
+
+
+def test_the_cache_key_shown_is_the_routes_own() -> None:
+    config = config_from_dict({"upstreams": {"app": {"servers": ["http://127.0.0.1:9"]}}, "routes": [
+        {"upstream": "app", "cache": {"key": {"ignore_query": ["utm_*"], "sort_query": True,
+                                              "include_headers": ["X-Tenant"], "include_cookies": ["lang"]}}}]})
+    text = explain(config, "http://h/p?z=1&utm_medium=x&a=2")[1]
+    assert "key http://h/p?a=2&z=1; also varies on x-tenant, cookie:lang;" in text
