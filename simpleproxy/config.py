@@ -185,6 +185,10 @@ class RouteCache:
     #: how stale a response may be served while the origin is down or answers 5xx (0: never)
     stale_if_error: float = 60.0
     key: CacheKey = CacheKey()
+    #: RFC 9111 4.2.2: how long a response without explicit freshness but with Last-Modified stays
+    #: fresh, as a share of its age at arrival (0: never by heuristic), capped at max_heuristic
+    heuristic: float = 0.1
+    max_heuristic: float = 86400.0
 
 
 @dataclass(frozen=True)

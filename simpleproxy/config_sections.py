@@ -275,9 +275,23 @@ def read_route_cache(s: Section) -> RouteCache | None:
         query=s.get("query", to_bool, d.query),
         stale_if_error=s.get("stale_if_error", parse_duration, d.stale_if_error),
         key=_read_cache_key(s.section("key")) if s.has("key") else d.key,
+        heuristic=s.get("heuristic", _share, d.heuristic),
+        max_heuristic=s.get("max_heuristic", parse_duration, d.max_heuristic),
     )
     s.done()
     return cache if enabled else None
+
+
+def _share(value: object) -> float:
+    """``10%`` (or 0.1) -> 0.1, from 0 to 100%."""
+    text = str(value).strip()
+    try:
+        share = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ValueError(f"expected a share like 10%, got {value!r}") from None
+    if not 0 <= share <= 1:
+        raise ValueError(f"{value!r}: from 0% to 100%")
+    return share
 
 
 def _read_cache_key(s: Section) -> CacheKey:

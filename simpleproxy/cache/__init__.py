@@ -39,7 +39,8 @@ def build_caches(
                 caches.shared = _reused(previous.shared if previous else None, settings.max_size - own, settings)
                 caches.stores.append(caches.shared)
             store = caches.shared
-        freshness = Freshness(rules.default_ttl, rules.max_ttl, stale_on_error=rules.stale_if_error)
+        freshness = Freshness(rules.default_ttl, rules.max_ttl, rules.max_heuristic, rules.stale_if_error,
+                              rules.heuristic)
         filters[route.key] = CacheFilter(store, caches, freshness, rules.query, settings.lock_timeout, clock, rules.key)
     return caches, filters
 

@@ -230,13 +230,15 @@ def freshness_lifetime(
     date: float,
     default_ttl: float = 0.0,
     max_heuristic: float = 86400.0,
+    heuristic: float = 0.1,
 ) -> float:
     """Section 4.2.1: s-maxage, then max-age, then Expires, then a heuristic (4.2.2).
 
     An invalid or conflicting value makes the response stale at once (the
     RFC's recommendation), never falls through to a weaker source. A
-    heuristic is a tenth of the time since Last-Modified (at most
-    ``max_heuristic``), or ``default_ttl`` when there is no Last-Modified.
+    heuristic is the share ``heuristic`` of the time since Last-Modified (a
+    tenth by default; at most ``max_heuristic``; 0: none), or ``default_ttl``
+    when there is no Last-Modified.
     """
     for name in ("s-maxage", "max-age"):
         if name in response_cc:
@@ -247,8 +249,8 @@ def freshness_lifetime(
     if status not in HEURISTIC_STATUSES and "public" not in response_cc:
         return 0.0
     last_modified = parse_http_date(fields.get("last-modified"))
-    if last_modified is not None:
-        return min(max(0.0, date - last_modified) / 10, max_heuristic)
+    if last_modified is not None and heuristic > 0:
+        return min(max(0.0, date - last_modified) * heuristic, max_heuristic)
     return default_ttl
 
 

@@ -36,7 +36,7 @@ FIELD_OVERHEAD = 120
 class Freshness:
     """One route's own rules on freshness: heuristics, a cap on lifetimes, stale on error."""
 
-    __slots__ = ("default_ttl", "max_ttl", "max_heuristic", "stale_on_error")
+    __slots__ = ("default_ttl", "max_ttl", "max_heuristic", "stale_on_error", "heuristic")
 
     def __init__(
         self,
@@ -44,7 +44,9 @@ class Freshness:
         max_ttl: float | None = None,
         max_heuristic: float = 86400.0,
         stale_on_error: float = 0.0,
+        heuristic: float = 0.1,
     ) -> None:
+        self.heuristic = heuristic  #: the share of the time since Last-Modified a response stays fresh
         self.default_ttl = default_ttl  #: lifetime when a cacheable status carries no hint at all
         self.max_ttl = max_ttl  #: no response stays fresh longer
         self.max_heuristic = max_heuristic  #: cap on the Last-Modified heuristic
@@ -52,7 +54,7 @@ class Freshness:
         self.stale_on_error = stale_on_error
 
     def lifetime(self, status: int, cc: Mapping[str, str | None], fields: Mapping[str, str], date: float) -> float:
-        lifetime = freshness_lifetime(status, cc, fields, date, self.default_ttl, self.max_heuristic)
+        lifetime = freshness_lifetime(status, cc, fields, date, self.default_ttl, self.max_heuristic, self.heuristic)
         return lifetime if self.max_ttl is None else min(lifetime, self.max_ttl)
 
 

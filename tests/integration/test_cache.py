@@ -39,6 +39,7 @@ class OriginHandler(BaseHTTPRequestHandler):
             origin.requests.append((self.command, self.path, dict(self.headers)))
         if origin.gate is not None:
             origin.gate.wait(LONG_TIMEOUT)
+        origin.clock.now += origin.delay  # the origin takes its time (on the proxy's clock)
         status, headers, body = origin.answers.get(self.path, (200, {"Cache-Control": "max-age=60"}, b"hello"))
         etag = headers.get("ETag")
         if etag and self.headers.get("If-None-Match") == etag:
@@ -79,6 +80,7 @@ class Origin(ThreadingHTTPServer):
         self.answers: dict[str, tuple[int, dict[str, str], bytes]] = {}
         self.gate: threading.Event | None = None
         self.chunked = False
+        self.delay = 0.0  #: seconds the origin "takes" to answer, added to the shared clock
         self.sockets: list[socket.socket] = []
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
         threading.Thread(target=self.serve_forever, daemon=True).start()
@@ -341,3 +343,26 @@ def test_the_routes_key_leaves_out_tracking_parameters_sorts_and_varies_on_named
     assert result("/k?a=2&b=1", **{**tenant_fr, "Cookie": "lang=en"}) == "fwd=vary-miss"
     assert result("/k?a=2&b=1&c=3", **tenant_fr) == "fwd=uri-miss"  # other parameters still count
     assert len(origin.requests) == 4
+
+
+def test_age_counts_the_time_the_response_took_to_arrive(proxy, origin, clock) -> None:
+    origin.answers["/slow"] = (200, {"Cache-Control": "max-age=60"}, b"late")
+    origin.delay = 2.0  # RFC 9111 4.2.3: response_delay, though the origin's Date says "now"
+    p = proxy(cached_config(origin.url), clock=clock)
+    p.request("GET", "/slow")
+    hit, _ = p.request("GET", "/slow")
+    assert "hit" in hit.getheader("Cache-Status") and hit.getheader("Age") == "2"
+    clock.now += 10
+    assert p.request("GET", "/slow")[0].getheader("Age") == "12"
+
+
+@pytest.mark.parametrize(("share", "cap", "fresh_for"), [("50%", "5m", 300), ("10%", "1d", 100), ("0%", "1d", 0)])
+def test_heuristic_freshness_is_a_share_of_the_age_capped(proxy, origin, clock, share, cap, fresh_for) -> None:
+    origin.answers["/h"] = (200, {"Last-Modified": format_http_date(clock() - 1000)}, b"doc")  # no explicit freshness
+    p = proxy(cached_config(origin.url, {"heuristic": share, "max_heuristic": cap}), clock=clock)
+    p.request("GET", "/h")
+    if fresh_for:
+        clock.now += fresh_for - 1
+        assert "hit" in p.request("GET", "/h")[0].getheader("Cache-Status")
+    clock.now += 2
+    assert "hit" not in p.request("GET", "/h")[0].getheader("Cache-Status")  # stale: asked again
