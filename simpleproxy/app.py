@@ -424,6 +424,10 @@ class ProxyApp:
         caches = self.state.caches
         return caches.purge_prefix(url) if prefix else caches.purge(url)
 
+    def purge_tag(self, tag: str) -> int:
+        """Drop the stored responses a backend tagged ``tag`` (Cache-Tag, Surrogate-Key), on every route."""
+        return self.state.caches.purge_tag(tag)
+
     def close(self) -> None:
         """Close tunnels, upstream pools and an owned access log file."""
         self.state.tunnels.close()

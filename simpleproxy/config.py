@@ -157,6 +157,9 @@ class CacheSettings:
     max_object: int = 8 * 1024**2  #: a larger response is relayed, not stored
     #: how long concurrent misses for one URL wait for the first (nginx's proxy_cache_lock_timeout)
     lock_timeout: float = 5.0
+    #: response fields naming tags to purge by (POST /cache/purge?tag=), lower case
+    tag_fields: tuple[str, ...] = ("cache-tag", "surrogate-key")
+    pass_tags: bool = False  #: let clients see the tag fields (they are the backend's words to the cache)
 
 
 @dataclass(frozen=True)

@@ -257,7 +257,12 @@ def read_cache(s: Section) -> CacheSettings:
         max_size=s.get("max_size", parse_size, d.max_size),
         max_object=s.get("max_object", parse_size, d.max_object),
         lock_timeout=s.get("lock_timeout", to_positive_duration, d.lock_timeout),
+        tag_fields=tuple(str(v).strip().lower() for _, v in s.items("tag_fields")) if s.has("tag_fields") else d.tag_fields,
+        pass_tags=s.get("pass_tags", to_bool, d.pass_tags),
     )
+    for name in settings.tag_fields:
+        if not is_token(name):
+            s.walker.error(s.key("tag_fields"), f"{name!r} is not a field name")
     if settings.max_object > settings.max_size:
         s.walker.error(s.key("max_object"), f"is larger than {s.key('max_size')}")
     s.done()

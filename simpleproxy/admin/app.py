@@ -164,6 +164,11 @@ class AdminApp:
         return _json(200, {"reloaded": True})
 
     def _purge(self, request: Request) -> Response:
+        tag = request.args.get("tag")
+        if tag is not None:
+            if not tag.strip():
+                return _json(400, {"error": "give a tag: /cache/purge?tag=NAME"})
+            return _json(200, {"purged": self.server.app.purge_tag(tag.strip()), "tag": tag.strip()})
         url = request.args.get("url", "")
         prefix = request.args.get("prefix", "0") in ("1", "true", "yes")
         try:

@@ -41,7 +41,8 @@ def build_caches(
             store = caches.shared
         freshness = Freshness(rules.default_ttl, rules.max_ttl, rules.max_heuristic, rules.stale_if_error,
                               rules.heuristic)
-        filters[route.key] = CacheFilter(store, caches, freshness, rules.query, settings.lock_timeout, clock, rules.key)
+        filters[route.key] = CacheFilter(store, caches, freshness, rules.query, settings.lock_timeout, clock, rules.key,
+                                         settings.tag_fields, settings.pass_tags)
     return caches, filters
 
 

@@ -128,6 +128,8 @@ class CacheFilter:
         lock_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
         key_rules: CacheKey = CacheKey(),
+        tag_fields: tuple[str, ...] = ("cache-tag", "surrogate-key"),
+        pass_tags: bool = False,
     ) -> None:
         """``key_rules``: the route's cache.key (query parameters left out or sorted; fields and
         cookies that make variants, kept as the response's Vary is)."""
@@ -139,6 +141,8 @@ class CacheFilter:
         self._ignored = re.compile("|".join(fnmatch.translate(glob) for glob in key_rules.ignore_query)) \
             if key_rules.ignore_query else None
         self.also_vary = key_rules.fields
+        self.tag_fields = frozenset(tag_fields)  #: response fields naming tags to purge by
+        self.pass_tags = pass_tags  #: else those fields never reach a client (nor the store)
         self.lock_timeout = lock_timeout
         self.clock = clock
         self.flights = Flights()
@@ -178,6 +182,19 @@ class CacheFilter:
         return ""
 
     def __call__(self, request: Request, next: Handler) -> Response:
+        response = self._answer(request, next)
+        if response.cache != "hit" and not self.pass_tags and self.tag_fields:  # a hit's were never stored
+            headers = response.headers
+            if any(name.lower() in self.tag_fields for name, _ in headers):
+                headers[:] = [(name, value) for name, value in headers if name.lower() not in self.tag_fields]
+        return response
+
+    def _tags(self, headers: list[tuple[str, str]]) -> frozenset[str]:
+        """The tags a response names: Cache-Tag lists them by commas, Surrogate-Key by spaces."""
+        return frozenset(tag for name, value in headers if name.lower() in self.tag_fields
+                         for tag in value.replace(",", " ").split())
+
+    def _answer(self, request: Request, next: Handler) -> Response:
         passed_on = self.passed_on(request)
         if passed_on:
             if passed_on == "method":
@@ -413,9 +430,12 @@ class CacheFilter:
             if length.isdigit() and int(length) > self.store.max_object:
                 reason = "too large"
             else:
+                headers = response.headers
+                if not self.pass_tags:
+                    headers = [(name, value) for name, value in headers if name.lower() not in self.tag_fields]
                 entry = Entry(
-                    self.key(request), response.status, response.headers, b"", environ,
-                    request_time, response_time, self.freshness, self.also_vary,
+                    self.key(request), response.status, headers, b"", environ,
+                    request_time, response_time, self.freshness, self.also_vary, self._tags(response.headers),
                 )
                 if entry.lifetime <= 0 and not entry.has_validator():
                     reason, entry = "no freshness and no validator", None

@@ -63,7 +63,7 @@ class Entry:
 
     __slots__ = (
         "key", "status", "status_line", "headers", "body", "vary", "variant", "cc", "etag",
-        "last_modified", "modified", "date", "response_time", "base_age", "lifetime", "size",
+        "last_modified", "modified", "date", "response_time", "base_age", "lifetime", "size", "tags",
     )
 
     def __init__(
@@ -77,9 +77,12 @@ class Entry:
         response_time: float,
         freshness: Freshness,
         also_vary: tuple[str, ...] = (),
+        tags: frozenset[str] = frozenset(),
     ) -> None:
-        """``also_vary``: what the route's cache.key adds to the response's Vary (fields, ``cookie:NAME``)."""
+        """``also_vary``: what the route's cache.key adds to the response's Vary (fields, ``cookie:NAME``);
+        ``tags``: what the response was tagged with (Cache-Tag, Surrogate-Key), to purge by."""
         self.key = key
+        self.tags = tags
         self.status_line = status_line
         self.status = int(status_line[:3])
         self.body = body
@@ -169,7 +172,7 @@ class Entry:
         headers = [(n, v) for n, v in self.headers if n.lower() not in replaced] + update
         entry = Entry.__new__(Entry)
         entry.key, entry.status, entry.status_line, entry.body = self.key, self.status, self.status_line, self.body
-        entry.vary, entry.variant = self.vary, self.variant
+        entry.vary, entry.variant, entry.tags = self.vary, self.variant, self.tags
         entry._set_fields(headers, fields_of(headers), request_time, response_time, freshness)
         return entry
 
@@ -183,6 +186,8 @@ class Store:
         self.size = 0
         self.evictions = 0
         self._keys: OrderedDict[str, list[Entry]] = OrderedDict()
+        #: tag -> the keys with a variant so tagged (a key stays until none of its variants is left)
+        self._tags: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -213,13 +218,47 @@ class Store:
             variants = self._keys.pop(entry.key, [])
             kept = [v for v in variants if v.vary == entry.vary and v.variant != entry.variant]
             self.size += entry.size - sum(v.size for v in variants) + sum(v.size for v in kept)
+            replaced = [v for v in variants if not any(v is k for k in kept)]
+            self._untag(entry.key, replaced, keep={tag for v in kept for tag in v.tags} | entry.tags)
             kept.append(entry)
             self._keys[entry.key] = kept
+            for tag in entry.tags:
+                self._tags.setdefault(tag, set()).add(entry.key)
             while self.size > self.max_size:
-                _, evicted = self._keys.popitem(last=False)
+                key, evicted = self._keys.popitem(last=False)
                 self.size -= sum(v.size for v in evicted)
                 self.evictions += len(evicted)
+                self._untag(key, evicted)
         return True
+
+    def _untag(self, key: str, gone: list[Entry], keep: set[str] | frozenset[str] = frozenset()) -> None:
+        """Under the lock: variants of ``key`` are gone; forget the key under their tags, but those
+        its remaining variants (``keep``) still carry."""
+        for tag in {tag for entry in gone for tag in entry.tags} - keep:
+            keys = self._tags.get(tag)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._tags[tag]
+
+    def remove_tag(self, tag: str) -> int:
+        """Drop every variant tagged ``tag``; the number dropped."""
+        dropped = 0
+        with self._lock:
+            for key in self._tags.pop(tag, ()):
+                variants = self._keys.get(key)
+                if not variants:
+                    continue
+                kept = [v for v in variants if tag not in v.tags]
+                gone = [v for v in variants if tag in v.tags]
+                self.size -= sum(v.size for v in gone)
+                dropped += len(gone)
+                if kept:
+                    self._keys[key] = kept
+                else:
+                    del self._keys[key]
+                    self._untag(key, gone)
+        return dropped
 
     def remove(self, key: str) -> int:
         """Drop every variant of a URL key; the number dropped."""
@@ -228,6 +267,7 @@ class Store:
             if not variants:
                 return 0
             self.size -= sum(v.size for v in variants)
+            self._untag(key, variants)
             return len(variants)
 
     def remove_prefix(self, prefix: str) -> int:
@@ -259,6 +299,10 @@ class Caches:
         """Drop every stored URL that starts with ``prefix`` (``http://host/static/``)."""
         prefix = _lower_origin(prefix)
         return sum(store.remove_prefix(prefix) for store in self.stores)
+
+    def purge_tag(self, tag: str) -> int:
+        """Drop every stored response tagged ``tag`` (Cache-Tag, Surrogate-Key), in every route's store."""
+        return sum(store.remove_tag(tag) for store in self.stores)
 
 
 def _lower_origin(url: str) -> str:

@@ -366,3 +366,38 @@ def test_heuristic_freshness_is_a_share_of_the_age_capped(proxy, origin, clock, 
         assert "hit" in p.request("GET", "/h")[0].getheader("Cache-Status")
     clock.now += 2
     assert "hit" not in p.request("GET", "/h")[0].getheader("Cache-Status")  # stale: asked again
+
+
+def test_purge_by_tag_reaches_every_routes_store_and_clients_never_see_the_tags(proxy, origin, clock) -> None:
+    from werkzeug.test import Client
+
+    from simpleproxy.admin import AdminApp
+    from simpleproxy.config import AdminSettings
+
+    origin.answers["/shop/p42"] = (200, {"Cache-Control": "max-age=60", "Cache-Tag": "product-42, shop"}, b"a")
+    origin.answers["/api/p42"] = (200, {"Cache-Control": "max-age=60", "Surrogate-Key": "product-42 api"}, b"b")
+    origin.answers["/shop/p7"] = (200, {"Cache-Control": "max-age=60", "Cache-Tag": "product-7,shop"}, b"c")
+    config = cached_config(origin.url)
+    config["routes"] = [{"path": "/shop", "upstream": "app", "cache": {"max_size": "1MiB"}},  # a store of its own
+                        {"path": "/api", "upstream": "app", "cache": True}]  # the shared one
+    p = proxy(config, clock=clock)
+    for path in ("/shop/p42", "/api/p42", "/shop/p7"):
+        answer, _ = p.request("GET", path)
+        assert answer.getheader("Cache-Tag") is None and answer.getheader("Surrogate-Key") is None
+        hit, _ = p.request("GET", path)
+        assert "hit" in hit.getheader("Cache-Status") and hit.getheader("Cache-Tag") is None
+    admin = Client(AdminApp(p.server, AdminSettings(("127.0.0.1", 0))))
+    local = {"headers": {"X-Simpleproxy-Admin": "1"}, "environ_base": {"REMOTE_ADDR": "127.0.0.1"}}
+    purged = admin.post("/cache/purge?tag=product-42", **local)
+    assert purged.status_code == 200 and purged.json == {"purged": 2, "tag": "product-42"}
+    assert "hit" not in p.request("GET", "/shop/p42")[0].getheader("Cache-Status")
+    assert "hit" not in p.request("GET", "/api/p42")[0].getheader("Cache-Status")
+    assert "hit" in p.request("GET", "/shop/p7")[0].getheader("Cache-Status")  # another tag: kept
+    assert admin.post("/cache/purge?tag=shop", **local).json["purged"] == 2  # /shop/p42 (stored again) and /shop/p7
+
+
+def test_tags_pass_to_clients_when_asked(proxy, origin, clock) -> None:
+    origin.answers["/t"] = (200, {"Cache-Control": "max-age=60", "Cache-Tag": "a"}, b"x")
+    p = proxy(cached_config(origin.url, cache={"pass_tags": True}), clock=clock)
+    assert p.request("GET", "/t")[0].getheader("Cache-Tag") == "a"
+    assert p.request("GET", "/t")[0].getheader("Cache-Tag") == "a"  # from the store too

@@ -126,3 +126,22 @@ def test_concurrent_puts_keep_the_byte_count_exact() -> None:
     for t in threads:
         t.join()
     assert store.size == len(store) * size <= store.max_size
+
+
+def tagged(key: str, *tags: str, body: bytes = b"x" * 100) -> Entry:
+    return Entry(key, "200 OK", [("Cache-Control", "max-age=60"), ("Date", DATE)], body, {}, T0, T0, Freshness(),
+                 tags=frozenset(tags))
+
+
+def test_purging_a_tag_drops_those_entries_only_and_the_index_forgets_what_is_gone() -> None:
+    store = Store(max_size=10_000, max_object=10_000)
+    for key, tags in (("http://a/1", ("p1", "shop")), ("http://a/2", ("p2", "shop")), ("http://a/3", ("p3",))):
+        assert store.put(tagged(key, *tags))
+    assert store.remove_tag("p1") == 1 and store.lookup("http://a/1", {})[0] is None
+    assert store.lookup("http://a/2", {})[0] is not None and "p1" not in store._tags
+    assert store.remove("http://a/3") == 1 and "p3" not in store._tags  # removed by URL: forgotten by tag too
+    assert store.put(tagged("http://a/2", "p2b"))  # stored again under other tags
+    assert "shop" not in store._tags and store.remove_tag("shop") == 0
+    for i in range(200):  # evictions forget their tags: the index stays bounded by what is stored
+        store.put(tagged(f"http://a/e{i}", f"t{i}", body=b"x" * 1000))
+    assert len(store._tags) <= len(store) + 1
