@@ -332,6 +332,19 @@ class CacheFilter:
                 return self._serve(request, entry, age, f'fwd=stale; fwd-status={status}; detail="stale-if-error"', "stale")
         return self._admit(request, response, directives, request_time, response_time, "stale")
 
+    def _head_seen(self, request: Request, response: Response, fields: dict[str, str], request_time: float,
+                   response_time: float) -> None:
+        """Section 4.3.5: a HEAD's 200 freshens the stored GET it identifies by a validator, and
+        invalidates a stored GET it does not (the representation changed)."""
+        key = self.key(request)
+        entry, _ = self.store.lookup(key, request.environ)
+        if entry is None:
+            return
+        if ("etag" in fields or "last-modified" in fields) and entry.validated_by(fields):
+            self.store.put(entry.freshened(response.headers, request_time, response_time, self.freshness))
+        else:
+            self.store.remove(key)
+
     def _stale_or_raise(
         self, request: Request, entry: Entry, directives: RequestDirectives, exc: UpstreamError
     ) -> Response:
@@ -419,6 +432,8 @@ class CacheFilter:
         status = _status(response)
         fields = fields_of(response.headers)
         environ = request.environ
+        if status == 200 and request.method == "HEAD":
+            self._head_seen(request, response, fields, request_time, response_time)
         response_cc, targeted = response_directives(fields)
         if targeted:
             fields.pop("expires", None)

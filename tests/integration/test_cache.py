@@ -401,3 +401,22 @@ def test_tags_pass_to_clients_when_asked(proxy, origin, clock) -> None:
     p = proxy(cached_config(origin.url, cache={"pass_tags": True}), clock=clock)
     assert p.request("GET", "/t")[0].getheader("Cache-Tag") == "a"
     assert p.request("GET", "/t")[0].getheader("Cache-Tag") == "a"  # from the store too
+
+
+def test_a_head_is_answered_from_a_stored_get_and_refreshes_or_invalidates_it(proxy, origin, clock) -> None:
+    origin.answers["/doc"] = (200, {"Cache-Control": "max-age=10", "ETag": '"v1"'}, b"version one")
+    p = proxy(cached_config(origin.url), clock=clock)
+    p.request("GET", "/doc")
+    head, body = p.request("HEAD", "/doc")
+    assert "hit" in head.getheader("Cache-Status") and body == b"" and head.getheader("Content-Length") == "11"
+    assert origin.count["/doc"] == 1
+    clock.now += 11  # stale: a HEAD revalidates it, and the stored GET is fresh again
+    head, _ = p.request("HEAD", "/doc")
+    assert origin.requests[-1][0] == "HEAD" and origin.requests[-1][2]["If-None-Match"] == '"v1"'
+    assert "hit" in p.request("GET", "/doc")[0].getheader("Cache-Status") and origin.count["/doc"] == 2
+    clock.now += 11
+    origin.answers["/doc"] = (200, {"Cache-Control": "max-age=10", "ETag": '"v2"'}, b"version two!")
+    head, _ = p.request("HEAD", "/doc")  # a 200 with another validator: the stored GET is not it any more
+    assert head.status == 200 and head.getheader("ETag") == '"v2"'
+    got, body = p.request("GET", "/doc")
+    assert body == b"version two!" and "uri-miss" in got.getheader("Cache-Status")
