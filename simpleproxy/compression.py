@@ -119,7 +119,10 @@ class CompressedBody(BodyStream):
             if out:
                 yield self._give(out)
         self.ended = True
-        yield self._give(self.encoder.end())
+        last = self._give(self.encoder.end())
+        if not getattr(self.inner, "error", ""):
+            self._stored()  # before the client has the last bytes (see BodyStream._stored)
+        yield last
 
     def _give(self, out: bytes) -> bytes:
         self.sent += len(out)

@@ -38,6 +38,13 @@ class BodyStream:
         self.sink: Any = None
         self.on_close: Callable[[Any], None] | None = None
 
+    def _stored(self) -> None:
+        """The body is whole: the sink (the cache) keeps it now, before the client can have read the
+        last of it, so the client's next request finds it stored (not only once the server closes)."""
+        sink, self.sink = self.sink, None
+        if sink is not None:
+            sink.finish(True)
+
     def finished(self, whole: bool) -> None:
         """The body is closed: ``whole`` if every byte of it was given out. Tells each once."""
         sink, self.sink = self.sink, None

@@ -33,6 +33,7 @@ from .policy import (
     RequestDirectives,
     fields_of,
     not_modified,
+    parse_http_date,
     response_directives,
     reuse,
     stale_if_error,
@@ -169,15 +170,16 @@ class CacheFilter:
     def passed_on(request: Request) -> str:
         """Why a request goes to the origin without a lookup ("" when it is looked up):
         ``method`` (only GET and HEAD are; an unsafe one invalidates), ``upgrade`` (a WebSocket
-        handshake is never answered from store), ``precondition`` (If-Match, If-Unmodified-Since
-        and If-Range are for the origin to evaluate, section 4.3.2)."""
+        handshake is never answered from store), ``precondition`` (If-Match and
+        If-Unmodified-Since are for the origin to evaluate, section 4.3.2; If-Range is evaluated
+        here, against the stored response, when a range is served from it)."""
         method = request.method
         if method != "GET" and method != "HEAD":
             return "method"
         environ = request.environ
         if UPGRADE in environ:
             return "upgrade"
-        if "HTTP_IF_MATCH" in environ or "HTTP_IF_UNMODIFIED_SINCE" in environ or "HTTP_IF_RANGE" in environ:
+        if "HTTP_IF_MATCH" in environ or "HTTP_IF_UNMODIFIED_SINCE" in environ:
             return "precondition"
         return ""
 
@@ -284,7 +286,7 @@ class CacheFilter:
                 kept = NOT_MODIFIED_FIELDS if entry.etag else NOT_MODIFIED_FIELDS | {"last-modified"}
                 headers = [(n, v) for n, v in entry.headers if n.lower() in kept]
                 return _kind(Response("304 Not Modified", headers + extra, []), kind)
-        if entry.status == 200 and "HTTP_RANGE" in environ:
+        if entry.status == 200 and "HTTP_RANGE" in environ and _if_range_holds(environ.get("HTTP_IF_RANGE"), entry):
             ranged = _byte_range(environ["HTTP_RANGE"], len(entry.body))
             if ranged is not None:
                 return _kind(self._partial(request, entry, ranged, extra), kind)
@@ -525,6 +527,21 @@ class _TeeBody:
         if close is not None:
             close()
         self.fill.finish(self.complete)
+
+
+def _if_range_holds(value: str | None, entry: Entry) -> bool:
+    """RFC 9110 section 13.1.5: whether a Range goes with this If-Range (always, without one). An
+    entity tag must equal the stored one strongly; a date must equal a strong Last-Modified (one
+    at least a second older than the response's Date). Else the whole response is sent."""
+    if value is None:
+        return True
+    value = value.strip()
+    if value.startswith('"') or value.startswith("W/"):
+        return not value.startswith("W/") and entry.etag is not None and not entry.etag.startswith("W/") \
+            and value == entry.etag
+    since = parse_http_date(value)
+    return (since is not None and entry.last_modified is not None and since == parse_http_date(entry.last_modified)
+            and entry.date >= since + 1)
 
 
 def _byte_range(header: str, size: int) -> tuple[int, int] | None:

@@ -381,7 +381,11 @@ class StreamingBody(BodyStream):
                 self.sent += len(data)
                 if self.sink is not None:
                     self.sink.write(data)
+                    if self.reader.complete:
+                        self._stored()
                 return data
+            if self.sink is not None and self.reader.complete:
+                self._stored()
             raise StopIteration
         log.warning("%s from %s after %d bytes", self.error, self.server.name, self.sent)
         raise UpstreamBodyAborted(self.error)
