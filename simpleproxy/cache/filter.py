@@ -14,6 +14,7 @@ import fnmatch
 import io
 import logging
 import re
+import secrets
 import threading
 import time
 from typing import Any, Callable, Iterable
@@ -287,9 +288,11 @@ class CacheFilter:
                 headers = [(n, v) for n, v in entry.headers if n.lower() in kept]
                 return _kind(Response("304 Not Modified", headers + extra, []), kind)
         if entry.status == 200 and "HTTP_RANGE" in environ and _if_range_holds(environ.get("HTTP_IF_RANGE"), entry):
-            ranged = _byte_range(environ["HTTP_RANGE"], len(entry.body))
-            if ranged is not None:
-                return _kind(self._partial(request, entry, ranged, extra), kind)
+            spans = _byte_ranges(environ["HTTP_RANGE"], len(entry.body))
+            if spans is not None and len(spans) > 1:
+                return _kind(_multipart(request, entry, spans, extra), kind)
+            if spans is not None:
+                return _kind(self._partial(request, entry, spans[0] if spans else (1, 0), extra), kind)
         body = [] if request.method == "HEAD" or not entry.body else [entry.body]
         return _kind(Response(entry.status_line, entry.headers + extra, body), kind)
 
@@ -542,6 +545,45 @@ def _if_range_holds(value: str | None, entry: Entry) -> bool:
     since = parse_http_date(value)
     return (since is not None and entry.last_modified is not None and since == parse_http_date(entry.last_modified)
             and entry.date >= since + 1)
+
+
+#: byte ranges one request may ask for at once; past this the whole response is sent (as nginx's
+#: max_ranges: hundreds of tiny overlapping ranges would cost more than the body)
+MAX_RANGES = 16
+
+
+def _byte_ranges(header: str, size: int) -> list[tuple[int, int]] | None:
+    """Every range of a ``bytes=`` header resolved against ``size``: the satisfiable ones, in the
+    order asked ([] when none is: 416); None when the header is not read (the whole response)."""
+    unit, equals, specs = header.strip().partition("=")
+    members = specs.split(",")
+    if not equals or unit.strip(" \t") != "bytes" or len(members) > MAX_RANGES:
+        return None
+    spans = []
+    for member in members:
+        span = _byte_range("bytes=" + member.strip(" \t"), size)
+        if span is None:
+            return None
+        if span[0] <= span[1]:
+            spans.append(span)
+    return spans
+
+
+def _multipart(request: Request, entry: Entry, spans: list[tuple[int, int]], extra: list[tuple[str, str]]) -> Response:
+    """A 206 of several ranges as ``multipart/byteranges`` (RFC 9110 section 14.6)."""
+    size = len(entry.body)
+    boundary = secrets.token_hex(12)
+    content_type = next((v for n, v in entry.headers if n.lower() == "content-type"), None)
+    parts = []
+    for first, last in spans:
+        head = f"--{boundary}\r\n" + (f"Content-Type: {content_type}\r\n" if content_type else "")
+        head += f"Content-Range: bytes {first}-{last}/{size}\r\n\r\n"
+        parts += [head.encode("latin-1"), entry.body[first : last + 1], b"\r\n"]
+    parts.append(f"--{boundary}--\r\n".encode("latin-1"))
+    body = b"".join(parts)
+    headers = [(n, v) for n, v in entry.headers if n.lower() not in ("content-length", "content-type")]
+    headers += [("Content-Type", f"multipart/byteranges; boundary={boundary}"), ("Content-Length", str(len(body)))]
+    return Response("206 Partial Content", headers + extra, [] if request.method == "HEAD" else [body])
 
 
 def _byte_range(header: str, size: int) -> tuple[int, int] | None:

@@ -451,3 +451,30 @@ def test_if_range_is_evaluated_against_the_stored_response(proxy, origin, clock)
     assert ranged(modified) == (206, b"2345")  # a strong Last-Modified (an hour before its Date)
     assert ranged(format_http_date(clock() - 7200)) == (200, b"0123456789")
     assert origin.count["/file"] == 1
+
+
+def test_several_ranges_from_the_store_are_a_multipart_answer(proxy, origin, clock) -> None:
+    import email.parser
+
+    origin.answers["/r10"] = (200, {"Cache-Control": "max-age=60", "Content-Type": "text/plain"}, b"0123456789")
+    p = proxy(cached_config(origin.url), clock=clock)
+    p.request("GET", "/r10")
+    until_stored(p, 1)
+
+    def ranged(spec: str) -> tuple[Any, bytes]:
+        return p.request("GET", "/r10", headers={"Range": spec})
+
+    answer, body = ranged("bytes=0-1, 5-6, -2")
+    assert answer.status == 206 and answer.getheader("Content-Type").startswith("multipart/byteranges; boundary=")
+    message = email.parser.BytesParser().parsebytes(b"Content-Type: " + answer.getheader("Content-Type").encode()
+                                                    + b"\r\n\r\n" + body)
+    parts = [(part["Content-Range"], part.get_payload(decode=True)) for part in message.get_payload()]
+    assert parts == [("bytes 0-1/10", b"01"), ("bytes 5-6/10", b"56"), ("bytes 8-9/10", b"89")]
+    assert all(part.get_content_type() == "text/plain" for part in message.get_payload())
+    single, body = ranged("bytes=0-1, 20-30")  # one satisfiable: a plain 206
+    assert single.status == 206 and single.getheader("Content-Range") == "bytes 0-1/10" and body == b"01"
+    none, _ = ranged("bytes=20-30, 40-")
+    assert none.status == 416 and none.getheader("Content-Range") == "bytes */10"
+    whole, body = ranged("bytes=" + ",".join(f"{i}-{i}" for i in range(17)))  # past MAX_RANGES: all of it
+    assert whole.status == 200 and body == b"0123456789"
+    assert origin.count["/r10"] == 1
