@@ -25,7 +25,6 @@ import http.client
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -97,9 +96,7 @@ def main() -> int:
     if not shutil.which("slowhttptest"):
         print("slowhttptest is needed: apt-get install slowhttptest", file=sys.stderr)
         return 2
-    workdir = Path(tempfile.mkdtemp(prefix="simpleproxy-slow-"))
-    procs: list[subprocess.Popen] = []
-    try:
+    with bench.workspace("simpleproxy-slow-") as (workdir, procs):
         backend, backend_port = bench.start([sys.executable, str(HERE / "backend.py")], cpu=1)
         procs.append(backend)
         config = workdir / "simpleproxy.yaml"
@@ -124,9 +121,6 @@ def main() -> int:
                 finally:
                     bench.stop_all([proc])
                 print(f"  {target:12} {r['ok']:5} ok {r['failed']:5} failed   slowest {r['slowest']:.2f} s")
-    finally:
-        bench.stop_all(procs)
-        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -32,7 +32,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -189,9 +188,7 @@ def main() -> int:
         return 2
     import trustme
 
-    workdir = Path(tempfile.mkdtemp(prefix="simpleproxy-tls-bench-"))
-    procs: list[subprocess.Popen] = []
-    try:
+    with bench.workspace("simpleproxy-tls-bench-") as (workdir, procs):
         ca = trustme.CA()
         leaf = ca.issue_cert("bench.example", "127.0.0.1")
         cert, key = workdir / "cert.pem", workdir / "key.pem"
@@ -250,9 +247,6 @@ def main() -> int:
         del procs[1:]
         if args.cpu_seconds > 0:
             handshake_cpu(args, workdir, backend_port)
-    finally:
-        bench.stop_all(procs)
-        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 
 from .config import CORS, BasicAuth, Compress, ForwardAuth, RetryPolicy, Timeouts, UpstreamConfig
 from .config_sections import parse_server_url
-from .config_walk import Section, to_bool, to_text
-from .grammar import HOP_BY_HOP, is_token
+from .config_walk import Section, to_bool, to_text, token_list
+from .grammar import HOP_BY_HOP
 from .units import parse_duration, parse_size
 
 #: a bcrypt hash as htpasswd -B and bcrypt write it: $2a$, $2b$ or $2y$, cost, 53 characters
@@ -124,20 +124,6 @@ def read_basic_auth(s: Section) -> BasicAuth:
 _ORIGIN = re.compile(r"(https?)://(\*\.)?([a-z0-9-]+(?:\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(:[0-9]{1,5})?")
 
 
-def _names(s: Section, key: str, what: str, upper: bool = False) -> tuple[str, ...]:
-    """A list of tokens (methods or field names), or ["*"]."""
-    found = []
-    for where, value in s.items(key):
-        text = str(value).strip()
-        if text != "*" and not is_token(text):
-            s.walker.error(where, f"{value!r} is not {what}")
-            continue
-        found.append(text.upper() if upper else text.lower())
-    if "*" in found and len(found) > 1:
-        s.walker.error(s.key(key), '"*" stands alone')
-    return tuple(found)
-
-
 def read_cors(s: Section) -> CORS:
     problems_before = len(s.walker.problems)
     origins = []
@@ -155,15 +141,15 @@ def read_cors(s: Section) -> CORS:
     if "*" in origins and len(origins) > 1:
         s.walker.error(s.key("origins"), '"*" stands alone')
     credentials = s.get("credentials", to_bool, False)
-    headers = _names(s, "headers", "a field name") if s.has("headers") else ()
-    expose = _names(s, "expose", "a field name") if s.has("expose") else ()
+    headers = token_list(s, "headers", "a field name", star=True)
+    expose = token_list(s, "expose", "a field name", star=True)
     if credentials:
         for key, given in (("origins", tuple(origins)), ("headers", headers), ("expose", expose)):
             if given == ("*",):  # Fetch: with credentials, "*" is no wildcard (and any origin may not read)
                 s.walker.error(s.key(key), f'"*" cannot go with credentials: true; list the {key}')
     settings = CORS(
         origins=tuple(origins),
-        methods=_names(s, "methods", "a method", upper=True) if s.has("methods") else CORS.methods,
+        methods=token_list(s, "methods", "a method", str.upper, star=True) if s.has("methods") else CORS.methods,
         headers=headers, expose=expose, credentials=credentials,
         max_age=s.get("max_age", parse_duration, CORS.max_age),
     )
@@ -203,9 +189,7 @@ def read_forward_auth(s: Section) -> ForwardAuth:
             upstream = UpstreamConfig(name=f"{s.path} ({server.name})", servers=(server,),
                                       timeouts=Timeouts(connect=timeout, read=timeout, total=timeout),
                                       retries=RetryPolicy(count=0))
-    copy = _names(s, "copy_headers", "a field name") if s.has("copy_headers") else ()
-    if "*" in copy:
-        s.walker.error(s.key("copy_headers"), "name the fields to copy")
+    copy = token_list(s, "copy_headers", "a field name")
     for name in set(copy) & _NOT_COPIED:
         s.walker.error(s.key("copy_headers"), f"{name} is the proxy's to set, not the auth service's")
     settings = ForwardAuth(url=url, target=target, upstream=upstream, copy_headers=copy, timeout=timeout)

@@ -64,7 +64,7 @@ from .config_edge import (
 from .errors import CertificateError, ConfigError
 from .grammar import TCHAR, is_token
 from .request import normalize_path
-from .units import is_valid_host, parse_duration, parse_network, parse_size
+from .units import is_valid_host, parse_duration, parse_network, parse_share, parse_size
 from .upstream.balance import POLICIES
 
 #: an Upgrade protocol name (RFC 9110 section 7.8: a token, optionally /version)
@@ -307,18 +307,6 @@ def _read_tls(s: Section) -> UpstreamTLS:
     return tls
 
 
-def _share(value: object) -> float:
-    """``20%`` or ``0.2`` -> 0.2."""
-    text = str(value).strip()
-    try:
-        share = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    except ValueError:
-        raise ValueError(f"expected a share like 20% or 0.2, got {value!r}") from None
-    if not 0 <= share <= 1:
-        raise ValueError(f"a share is between 0% and 100%, got {value!r}")
-    return share
-
-
 def _methods(value: object) -> frozenset[str]:
     items = value if isinstance(value, list) else [value]
     if not all(isinstance(m, str) and re.fullmatch(r"[A-Z]+", m) for m in items):
@@ -364,7 +352,7 @@ def _read_retries(s: Section) -> RetryPolicy:
         count=s.get("count", int_between(0, 10), d.count),
         methods=s.get("methods", _methods, d.methods),
         statuses=s.get("statuses", to_statuses, d.statuses),
-        budget=s.get("budget", _share, d.budget),
+        budget=s.get("budget", parse_share, d.budget),
         min_retries=s.get("min_retries", int_between(0, 1000), d.min_retries),
         window=s.get("window", to_positive_duration, d.window),
     )

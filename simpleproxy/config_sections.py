@@ -36,11 +36,11 @@ from .config_walk import (
     to_readable_file,
     to_statuses,
     to_text,
+    token_list,
 )
 from .errors import CertificateError
-from .grammar import is_token
 from .ratelimit.bucket import parse_rate
-from .units import is_valid_host, parse_address, parse_duration, parse_network, parse_size
+from .units import is_valid_host, parse_address, parse_duration, parse_network, parse_share, parse_size
 
 
 def read_https(s: Section) -> HTTPSListener | None:
@@ -257,12 +257,9 @@ def read_cache(s: Section) -> CacheSettings:
         max_size=s.get("max_size", parse_size, d.max_size),
         max_object=s.get("max_object", parse_size, d.max_object),
         lock_timeout=s.get("lock_timeout", to_positive_duration, d.lock_timeout),
-        tag_fields=tuple(str(v).strip().lower() for _, v in s.items("tag_fields")) if s.has("tag_fields") else d.tag_fields,
+        tag_fields=token_list(s, "tag_fields", "a field name") if s.has("tag_fields") else d.tag_fields,
         pass_tags=s.get("pass_tags", to_bool, d.pass_tags),
     )
-    for name in settings.tag_fields:
-        if not is_token(name):
-            s.walker.error(s.key("tag_fields"), f"{name!r} is not a field name")
     if settings.max_object > settings.max_size:
         s.walker.error(s.key("max_object"), f"is larger than {s.key('max_size')}")
     s.done()
@@ -280,39 +277,18 @@ def read_route_cache(s: Section) -> RouteCache | None:
         query=s.get("query", to_bool, d.query),
         stale_if_error=s.get("stale_if_error", parse_duration, d.stale_if_error),
         key=_read_cache_key(s.section("key")) if s.has("key") else d.key,
-        heuristic=s.get("heuristic", _share, d.heuristic),
+        heuristic=s.get("heuristic", parse_share, d.heuristic),
         max_heuristic=s.get("max_heuristic", parse_duration, d.max_heuristic),
     )
     s.done()
     return cache if enabled else None
 
 
-def _share(value: object) -> float:
-    """``10%`` (or 0.1) -> 0.1, from 0 to 100%."""
-    text = str(value).strip()
-    try:
-        share = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    except ValueError:
-        raise ValueError(f"expected a share like 10%, got {value!r}") from None
-    if not 0 <= share <= 1:
-        raise ValueError(f"{value!r}: from 0% to 100%")
-    return share
-
-
 def _read_cache_key(s: Section) -> CacheKey:
-    def tokens(name: str, what: str) -> tuple[str, ...]:
-        found = []
-        for where, value in s.items(name):
-            text = str(value).strip()
-            if not is_token(text):
-                s.walker.error(where, f"{value!r} is not {what}")
-            found.append(text.lower() if name == "include_headers" else text)
-        return tuple(found)
-
     globs = tuple(str(value) for _, value in s.items("ignore_query"))
     key = CacheKey(ignore_query=globs, sort_query=s.get("sort_query", to_bool, False),
-                   include_headers=tokens("include_headers", "a field name"),
-                   include_cookies=tokens("include_cookies", "a cookie name"))
+                   include_headers=token_list(s, "include_headers", "a field name"),
+                   include_cookies=token_list(s, "include_cookies", "a cookie name", str))
     s.done()
     return key
 

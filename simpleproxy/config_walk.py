@@ -12,6 +12,7 @@ import difflib
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
+from .grammar import is_token
 from .units import parse_address, parse_duration
 
 T = TypeVar("T")
@@ -174,3 +175,19 @@ def read_addresses(section: Section, name: str) -> list[tuple[str, int]]:
     if len(set(addresses)) != len(addresses):
         section.walker.error(section.key(name), "the same address is listed twice")
     return addresses
+
+
+def token_list(s: Section, key: str, what: str, case: Callable[[str], str] = str.lower,
+               star: bool = False) -> tuple[str, ...]:
+    """A list of tokens (field names, methods, cookie names), each through ``case``; with ``star``,
+    a lone ``"*"`` for any."""
+    found = []
+    for where, value in s.items(key):
+        text = str(value).strip()
+        if not is_token(text) or (text == "*" and not star):
+            s.walker.error(where, f"{value!r} is not {what}")
+            continue
+        found.append(case(text))
+    if "*" in found and len(found) > 1:
+        s.walker.error(s.key(key), '"*" stands alone')
+    return tuple(found)

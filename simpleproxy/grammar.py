@@ -126,3 +126,12 @@ def weighted(value: str) -> dict[str, float]:
         if 0.0 <= q <= 1.0:
             found.setdefault(token.strip(OWS).lower(), q)
     return found
+
+
+def cookie_value(cookies: str, name: str) -> str | None:
+    """One cookie's value in a ``Cookie`` field (RFC 6265 section 5.4); None when it is not there."""
+    for pair in cookies.split(";"):
+        key, eq, value = pair.strip(OWS).partition("=")
+        if eq and key == name:
+            return value
+    return None

@@ -91,3 +91,15 @@ def parse_network(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Networ
         return ipaddress.ip_network(str(value), strict=False)
     except ValueError:
         raise ValueError(f"{value!r} is not an IP address or CIDR network") from None
+
+
+def parse_share(value: object) -> float:
+    """``20%`` or ``0.2`` -> 0.2."""
+    text = str(value).strip()
+    try:
+        share = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ValueError(f"expected a share like 20% or 0.2, got {value!r}") from None
+    if not 0 <= share <= 1:
+        raise ValueError(f"a share is between 0% and 100%, got {value!r}")
+    return share

@@ -14,7 +14,7 @@ from typing import Mapping
 
 from werkzeug.http import http_date
 
-from ..grammar import HOP_BY_HOP, environ_key, is_token, split_list, unquote, weighted
+from ..grammar import HOP_BY_HOP, cookie_value, environ_key, is_token, split_list, unquote, weighted
 
 #: RFC 9110 section 15.1: statuses a cache may store with heuristic freshness.
 HEURISTIC_STATUSES = frozenset((200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501))
@@ -439,17 +439,10 @@ def _languages_in_order(value: str) -> str:
 def secondary_key(names: tuple[str, ...], environ: Mapping[str, object]) -> tuple[str | None, ...]:
     """The request's values for a response's Vary fields, in the order of ``names`` (lower case;
     ``cookie:NAME``: that cookie's value, from a route's cache.key)."""
-    return tuple(cookie_value(environ, name[7:]) if name.startswith("cookie:")
+    return tuple(_cookie(environ, name[7:]) if name.startswith("cookie:")
                  else normalize_field(environ.get(environ_key(name)), name) for name in names)
 
 
-def cookie_value(environ: Mapping[str, object], name: str) -> str | None:
-    """One cookie's value in the request's ``Cookie`` field (RFC 6265 section 5.4), None without it."""
+def _cookie(environ: Mapping[str, object], name: str) -> str | None:
     cookies = environ.get("HTTP_COOKIE")
-    if not isinstance(cookies, str):
-        return None
-    for pair in cookies.split(";"):
-        key, eq, value = pair.strip(" \t").partition("=")
-        if eq and key == name:
-            return value
-    return None
+    return cookie_value(cookies, name) if isinstance(cookies, str) else None

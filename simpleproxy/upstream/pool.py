@@ -38,7 +38,7 @@ from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConn
 from .. import forks
 from ..config import UpstreamConfig, UpstreamServer, UpstreamTLS
 from ..errors import NoHealthyUpstream, ProxyError, UpstreamConnectError, UpstreamTimeout
-from ..grammar import environ_key
+from ..grammar import cookie_value, environ_key
 from .balance import make_policy
 from .health import ActiveCheck, Breaker, Clock, HealthChecker, RetryBudget
 
@@ -433,13 +433,4 @@ def _key_reader(source: str | None) -> Callable[[Any], str] | None:
     if kind == "header":
         key = environ_key(name)
         return lambda request: request.environ.get(key, "")
-    cookie = name + "="
-
-    def read_cookie(request: Any) -> str:
-        for part in request.environ.get("HTTP_COOKIE", "").split(";"):
-            part = part.strip()
-            if part.startswith(cookie):
-                return part[len(cookie):]
-        return ""
-
-    return read_cookie
+    return lambda request: cookie_value(request.environ.get("HTTP_COOKIE", ""), name) or ""
