@@ -14,7 +14,6 @@ import fnmatch
 import io
 import logging
 import re
-import secrets
 import threading
 import time
 from typing import Any, Callable, Iterable
@@ -22,6 +21,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 from ..config import CacheKey
 from ..errors import NotInCache, UpstreamError
+from ..memo import Memo
 from ..request import Request, normalize_path
 from ..response import BodyStream, Handler, Response
 from ..upgrade import UPGRADE
@@ -40,13 +40,17 @@ from .policy import (
     stale_if_error,
     storable,
 )
+from .ranges import RangeBody, RangePlan, byte_ranges, if_range_holds
 from .store import Caches, Entry, Freshness, Store
 
 log = logging.getLogger("simpleproxy.cache")
 
 
-_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 _CONDITIONAL = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE")
+#: what a validation request leaves out of the client's: it validates the whole stored response
+_NOT_VALIDATING = frozenset(_CONDITIONAL + ("CONTENT_LENGTH", "HTTP_RANGE", "HTTP_IF_RANGE"))
+#: how long a URL whose whole response would not be stored has its ranges passed on unasked
+_PASS_RANGES_FOR = 60.0
 _NAME = "simpleproxy"
 _NO_DIRECTIVES = RequestDirectives(None)
 #: Background revalidations (stale-while-revalidate) running at once, per route.
@@ -149,6 +153,9 @@ class CacheFilter:
         self.clock = clock
         self.flights = Flights()
         self._refresh_slots = threading.BoundedSemaphore(_REFRESH_SLOTS)
+        #: URLs whose ranges go to the origin as asked, until when and why (their whole response
+        #: was not storable when last fetched for a range)
+        self._passed_ranges: Memo[str, tuple[float, str]] = Memo(None, 1024)
 
     def key(self, request: Request) -> str:
         """The primary cache key: the effective request URI (section 2), its query as the route's
@@ -215,12 +222,14 @@ class CacheFilter:
         key = self.key(request)
         entry, known = self.store.lookup(key, environ)
         if "HTTP_RANGE" in environ:
-            # Served from a stored whole response; otherwise passed on, and the 206 not stored.
-            if entry is not None and reuse(entry.age(self.clock()), entry.lifetime, entry.cc, directives) == FRESH:
+            # Served from a stored whole response (revalidated first if need be); else see _range_miss.
+            if entry is not None:
                 return self._reuse(request, next, entry, directives)
             if directives.only_if_cached:
                 raise NotInCache("the range is not in the cache (only-if-cached)")
-            return _tag(next(request), "fwd=bypass")
+            if method == "HEAD" or directives.no_store or _conditional(environ):
+                return _tag(next(request), "fwd=bypass")
+            return self._range_miss(request, next, directives, key, "vary-miss" if known else "uri-miss")
         if entry is not None:
             if cache_control is None and not _conditional(environ):
                 # The common hit, inline: what reuse() and _serve() decide for a request without
@@ -287,26 +296,13 @@ class CacheFilter:
                 kept = NOT_MODIFIED_FIELDS if entry.etag else NOT_MODIFIED_FIELDS | {"last-modified"}
                 headers = [(n, v) for n, v in entry.headers if n.lower() in kept]
                 return _kind(Response("304 Not Modified", headers + extra, []), kind)
-        if entry.status == 200 and "HTTP_RANGE" in environ and _if_range_holds(environ.get("HTTP_IF_RANGE"), entry):
-            spans = _byte_ranges(environ["HTTP_RANGE"], len(entry.body))
-            if spans is not None and len(spans) > 1:
-                return _kind(_multipart(request, entry, spans, extra), kind)
-            if spans is not None:
-                return _kind(self._partial(request, entry, spans[0] if spans else (1, 0), extra), kind)
+        if entry.status == 200 and "HTTP_RANGE" in environ:
+            plan = _plan(environ, entry, len(entry.body))
+            if plan is not None:
+                body = [] if request.method == "HEAD" or not plan.pieces else [plan.cut(entry.body)]
+                return _kind(Response(plan.status, plan.headers(entry.headers) + extra, body), kind)
         body = [] if request.method == "HEAD" or not entry.body else [entry.body]
         return _kind(Response(entry.status_line, entry.headers + extra, body), kind)
-
-    @staticmethod
-    def _partial(request: Request, entry: Entry, span: tuple[int, int], extra: list[tuple[str, str]]) -> Response:
-        size = len(entry.body)
-        first, last = span
-        headers = [(n, v) for n, v in entry.headers if n.lower() != "content-length"]
-        if first > last:  # unsatisfiable
-            headers = [("Content-Range", f"bytes */{size}"), ("Content-Length", "0")]
-            return Response("416 Range Not Satisfiable", headers + extra, [])
-        part = entry.body[first : last + 1]
-        headers += [("Content-Range", f"bytes {first}-{last}/{size}"), ("Content-Length", str(len(part)))]
-        return Response("206 Partial Content", headers + extra, [] if request.method == "HEAD" else [part])
 
     def _revalidate(self, request: Request, next: Handler, entry: Entry, directives: RequestDirectives) -> Response:
         """Section 4.3: ask the origin whether the stored response is still good.
@@ -363,7 +359,7 @@ class CacheFilter:
     def _validation_request(self, request: Request, entry: Entry) -> Request:
         """The request as the cache sends it to validate ``entry``: its validators, not the client's
         (whose 304 could not refresh the stored response, nor answer a client that sent none)."""
-        environ = {k: v for k, v in request.environ.items() if k not in _CONDITIONAL and k != "CONTENT_LENGTH"}
+        environ = {k: v for k, v in request.environ.items() if k not in _NOT_VALIDATING}
         environ["wsgi.input"] = io.BytesIO()
         if entry.etag is not None:
             environ["HTTP_IF_NONE_MATCH"] = entry.etag
@@ -423,6 +419,56 @@ class CacheFilter:
             raise
         return self._admit(request, response, directives, request_time, self.clock(), fwd, landed)
 
+    def _range_miss(
+        self, request: Request, next: Handler, directives: RequestDirectives, key: str, fwd: str
+    ) -> Response:
+        """A range of something not stored: the whole response is fetched (one request, however many
+        clients ask at once) and the range answered from it as it arrives, when it will be stored;
+        else the range goes to the origin as asked (remembered for a while, so the next range of a
+        too-large object goes there directly). Cache-Status says which."""
+        environ = request.environ
+        passed = self._passed_ranges.get(key)
+        if passed is not None and passed[0] > self.clock():
+            return _tag(next(request), f'fwd={fwd}; detail="range passed on: {passed[1]}"')
+        event, leader = self.flights.join(key)
+        if not leader:
+            if not self.flights.wait(event, self.lock_timeout):
+                log.info("waited %.1fs for another request to fetch %s; fetching the range", self.lock_timeout, key)
+            entry, _ = self.store.lookup(key, environ)
+            if entry is not None:
+                return self._reuse(request, next, entry, directives, collapsed=True)
+            return _tag(next(request), f"fwd={fwd}; collapsed=?0")
+        landed = lambda: self.flights.land(key, event)  # noqa: E731
+        whole = request.derive({k: v for k, v in environ.items() if k not in ("HTTP_RANGE", "HTTP_IF_RANGE")})
+        request_time = self.clock()
+        try:
+            response = next(whole)
+        except BaseException:
+            landed()
+            raise
+        entry, reason = self._entry(whole, response, directives, request_time, self.clock())
+        if entry is None or _status(response) != 200:
+            if _status(response) != 200:
+                return self._store(response, entry, reason, fwd, landed)
+            _close(response)
+            landed()
+            self._passed_ranges.add(key, (self.clock() + _PASS_RANGES_FOR, reason))
+            return _tag(next(request), f'fwd={fwd}; detail="range passed on: {reason}"')
+        length = fields_of(response.headers).get("content-length", "")
+        plan = _plan(environ, entry, int(length)) if length.isdigit() else None
+        if plan is None:  # the whole response is the answer (RFC 9110 section 14.2 allows it)
+            why = "range of unknown length: the whole" if not length.isdigit() else "range not taken: the whole"
+            return self._store(response, entry, reason, fwd, landed, why)
+        response = self._store(response, entry, reason, fwd, landed, "range of the whole")
+        body = response.body
+        if type(body) is list:  # in hand, and stored already
+            response.body = [plan.cut(b"".join(body))] if plan.pieces else []
+        else:
+            response.body = RangeBody(body, plan)
+        response.status = plan.status
+        response.headers = plan.headers(response.headers)
+        return response
+
     def _admit(
         self,
         request: Request,
@@ -434,6 +480,14 @@ class CacheFilter:
         landed: Callable[[], None] | None = None,
     ) -> Response:
         """Store the response as it streams, if RFC 9111 and the size limit allow."""
+        entry, reason = self._entry(request, response, directives, request_time, response_time)
+        return self._store(response, entry, reason, fwd, landed)
+
+    def _entry(
+        self, request: Request, response: Response, directives: RequestDirectives, request_time: float,
+        response_time: float,
+    ) -> tuple[Entry | None, str]:
+        """The entry ``response`` will be stored as (its body still to come), or None and why not."""
         status = _status(response)
         fields = fields_of(response.headers)
         environ = request.environ
@@ -459,9 +513,15 @@ class CacheFilter:
                 )
                 if entry.lifetime <= 0 and not entry.has_validator():
                     reason, entry = "no freshness and no validator", None
-        response.headers.append(
-            ("Cache-Status", f"{_NAME}; fwd={fwd}; fwd-status={status}" + ("; stored" if entry else f'; detail="{reason}"'))
-        )
+        return entry, reason or ""
+
+    def _store(
+        self, response: Response, entry: Entry | None, reason: str, fwd: str, landed: Callable[[], None] | None,
+        detail: str = "",
+    ) -> Response:
+        """Say what the cache did in Cache-Status; tee the body into ``entry`` (when there is one)."""
+        said = "; stored" + (f'; detail="{detail}"' if detail else "") if entry else f'; detail="{reason}"'
+        response.headers.append(("Cache-Status", f"{_NAME}; fwd={fwd}; fwd-status={_status(response)}{said}"))
         response.cache = "miss"
         if entry is None:
             if landed is not None:
@@ -532,78 +592,16 @@ class _TeeBody:
         self.fill.finish(self.complete)
 
 
-def _if_range_holds(value: str | None, entry: Entry) -> bool:
-    """RFC 9110 section 13.1.5: whether a Range goes with this If-Range (always, without one). An
-    entity tag must equal the stored one strongly; a date must equal a strong Last-Modified (one
-    at least a second older than the response's Date). Else the whole response is sent."""
-    if value is None:
-        return True
-    value = value.strip()
-    if value.startswith('"') or value.startswith("W/"):
-        return not value.startswith("W/") and entry.etag is not None and not entry.etag.startswith("W/") \
-            and value == entry.etag
-    since = parse_http_date(value)
-    return (since is not None and entry.last_modified is not None and since == parse_http_date(entry.last_modified)
-            and entry.date >= since + 1)
-
-
-#: byte ranges one request may ask for at once; past this the whole response is sent (as nginx's
-#: max_ranges: hundreds of tiny overlapping ranges would cost more than the body)
-MAX_RANGES = 16
-
-
-def _byte_ranges(header: str, size: int) -> list[tuple[int, int]] | None:
-    """Every range of a ``bytes=`` header resolved against ``size``: the satisfiable ones, in the
-    order asked ([] when none is: 416); None when the header is not read (the whole response)."""
-    unit, equals, specs = header.strip().partition("=")
-    members = specs.split(",")
-    if not equals or unit.strip(" \t") != "bytes" or len(members) > MAX_RANGES:
+def _plan(environ: dict[str, Any], entry: Entry, size: int) -> RangePlan | None:
+    """The answer to the request's Range from ``entry`` (its body ``size`` bytes long), or None when
+    the whole response is sent instead (If-Range does not hold, or the range is not read)."""
+    if not if_range_holds(environ.get("HTTP_IF_RANGE"), entry):
         return None
-    spans = []
-    for member in members:
-        span = _byte_range("bytes=" + member.strip(" \t"), size)
-        if span is None:
-            return None
-        if span[0] <= span[1]:
-            spans.append(span)
-    return spans
-
-
-def _multipart(request: Request, entry: Entry, spans: list[tuple[int, int]], extra: list[tuple[str, str]]) -> Response:
-    """A 206 of several ranges as ``multipart/byteranges`` (RFC 9110 section 14.6)."""
-    size = len(entry.body)
-    boundary = secrets.token_hex(12)
+    spans = byte_ranges(environ["HTTP_RANGE"], size)
+    if spans is None:
+        return None
     content_type = next((v for n, v in entry.headers if n.lower() == "content-type"), None)
-    parts = []
-    for first, last in spans:
-        head = f"--{boundary}\r\n" + (f"Content-Type: {content_type}\r\n" if content_type else "")
-        head += f"Content-Range: bytes {first}-{last}/{size}\r\n\r\n"
-        parts += [head.encode("latin-1"), entry.body[first : last + 1], b"\r\n"]
-    parts.append(f"--{boundary}--\r\n".encode("latin-1"))
-    body = b"".join(parts)
-    headers = [(n, v) for n, v in entry.headers if n.lower() not in ("content-length", "content-type")]
-    headers += [("Content-Type", f"multipart/byteranges; boundary={boundary}"), ("Content-Length", str(len(body)))]
-    return Response("206 Partial Content", headers + extra, [] if request.method == "HEAD" else [body])
-
-
-def _byte_range(header: str, size: int) -> tuple[int, int] | None:
-    """One ``bytes=`` range -> (first, last) inclusive; (1, 0) when unsatisfiable.
-
-    None when the whole response is sent instead: several ranges or an
-    unreadable header (a server may ignore Range, RFC 9110 section 14.2).
-    """
-    match = _RANGE.fullmatch(header.strip())
-    if match is None or match.group(1) == match.group(2) == "":
-        return None
-    first_text, last_text = match.groups()
-    if first_text == "":  # the last N bytes
-        suffix = int(last_text)
-        return (max(0, size - suffix), size - 1) if suffix and size else (1, 0)
-    first = int(first_text)
-    last = min(int(last_text), size - 1) if last_text else size - 1
-    if last_text and int(last_text) < first:
-        return None  # invalid: ignored
-    return (first, last) if first < size else (1, 0)
+    return RangePlan(spans, size, content_type)
 
 
 def _conditional(environ: dict[str, Any]) -> bool:

@@ -478,3 +478,96 @@ def test_several_ranges_from_the_store_are_a_multipart_answer(proxy, origin, clo
     whole, body = ranged("bytes=" + ",".join(f"{i}-{i}" for i in range(17)))  # past MAX_RANGES: all of it
     assert whole.status == 200 and body == b"0123456789"
     assert origin.count["/r10"] == 1
+
+
+def test_a_range_on_a_miss_streams_from_the_whole_response_and_stores_it(proxy, origin, clock) -> None:
+    import email.parser
+
+    big = bytes(range(256)) * 4096  # 1 MiB, arriving in many reads
+    origin.answers["/video"] = (200, {"Cache-Control": "max-age=60", "Content-Type": "video/mp4"}, big)
+    p = proxy(cached_config(origin.url), clock=clock)
+    answer, body = p.request("GET", "/video", headers={"Range": "bytes=700000-700009"})
+    assert answer.status == 206 and body == big[700000:700010]
+    assert answer.getheader("Content-Range") == f"bytes 700000-700009/{len(big)}"
+    assert answer.getheader("Cache-Status") == \
+        'simpleproxy; fwd=uri-miss; fwd-status=200; stored; detail="range of the whole"'
+    assert "Range" not in origin.requests[0][2]
+    until_stored(p, 1)
+    # several ranges, out of order and overlapping, from the store now
+    answer, body = p.request("GET", "/video", headers={"Range": "bytes=900000-900003, 5-9, -3, 6-7"})
+    message = email.parser.BytesParser().parsebytes(
+        b"Content-Type: " + answer.getheader("Content-Type").encode() + b"\r\n\r\n" + body)
+    parts = [part.get_payload(decode=True) for part in message.get_payload()]
+    assert answer.status == 206 and parts == [big[900000:900004], big[5:10], big[-3:], big[6:8]]
+    assert origin.count["/video"] == 1
+
+
+def test_several_ranges_on_a_miss_are_one_multipart_answer_cut_as_the_body_arrives(proxy, origin, clock) -> None:
+    import email.parser
+
+    big = bytes(range(256)) * 4096
+    origin.answers["/m"] = (200, {"Cache-Control": "max-age=60", "Content-Type": "application/octet-stream"}, big)
+    p = proxy(cached_config(origin.url), clock=clock)
+    answer, body = p.request("GET", "/m", headers={"Range": "bytes=1000000-1000001, 0-2, 500000-"})
+    assert answer.status == 206 and int(answer.getheader("Content-Length")) == len(body)
+    message = email.parser.BytesParser().parsebytes(
+        b"Content-Type: " + answer.getheader("Content-Type").encode() + b"\r\n\r\n" + body)
+    got = [(part["Content-Range"], part.get_payload(decode=True)) for part in message.get_payload()]
+    size = len(big)
+    assert got == [(f"bytes 1000000-1000001/{size}", big[1000000:1000002]), (f"bytes 0-2/{size}", big[:3]),
+                   (f"bytes 500000-{size - 1}/{size}", big[500000:])]
+    until_stored(p, 1)
+    none, _ = p.request("GET", "/m", headers={"Range": f"bytes={size}-"})
+    assert none.status == 416 and origin.count["/m"] == 1
+
+
+def test_concurrent_ranges_of_one_missing_object_fetch_it_once(proxy, origin, clock) -> None:
+    big = bytes(range(256)) * 2048
+    origin.answers["/seek"] = (200, {"Cache-Control": "max-age=60"}, big)
+    origin.gate = threading.Event()
+    p = proxy(cached_config(origin.url), clock=clock)
+    results: list[bytes] = []
+
+    def fetch(i: int) -> None:
+        results.append(p.request("GET", "/seek", headers={"Range": f"bytes={i * 1000}-{i * 1000 + 99}"})[1])
+
+    threads = [threading.Thread(target=fetch, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    cache = p.app.state.cache_filters["routes[0]"]
+    with cache.flights.changed:  # every other request waits for the one that went
+        assert cache.flights.changed.wait_for(lambda: cache.flights.waiting == 7, timeout=LONG_TIMEOUT)
+    origin.gate.set()
+    for thread in threads:
+        thread.join(LONG_TIMEOUT)
+    assert sorted(results) == sorted(big[i * 1000 : i * 1000 + 100] for i in range(8))
+    assert origin.count["/seek"] == 1
+
+
+def test_a_range_of_an_object_too_large_to_store_goes_to_the_origin(proxy, origin, clock) -> None:
+    class Ranged(OriginHandler):
+        def _answer(self) -> None:  # an origin that honours Range itself
+            origin = self.server
+            with origin.lock:  # type: ignore[attr-defined]
+                origin.requests.append((self.command, self.path, dict(self.headers)))  # type: ignore[attr-defined]
+            body = b"x" * (300 * 1024)
+            wanted = self.headers.get("Range")
+            self.send_response_only(206 if wanted else 200)
+            self.send_header("Cache-Control", "max-age=60")
+            if wanted:
+                self.send_header("Content-Range", f"bytes 0-9/{len(body)}")
+                body = body[:10]
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = _answer
+
+    origin.RequestHandlerClass = Ranged
+    p = proxy(cached_config(origin.url, cache={"max_size": "4MiB", "max_object": "256KiB"}), clock=clock)
+    for _ in range(2):
+        answer, body = p.request("GET", "/huge", headers={"Range": "bytes=0-9"})
+        assert answer.status == 206 and body == b"x" * 10
+        assert answer.getheader("Cache-Status") == 'simpleproxy; fwd=uri-miss; detail="range passed on: too large"'
+    # the first tried the whole (and stopped at its head), then asked the range; the second asked it at once
+    assert [fields.get("Range") for _, _, fields in origin.requests] == [None, "bytes=0-9", "bytes=0-9"]

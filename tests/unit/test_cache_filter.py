@@ -283,10 +283,35 @@ def test_rfc9110_14_byte_ranges_from_a_stored_response(cache, origin) -> None:
     assert len(origin.seen) == 1
 
 
-def test_a_range_request_with_nothing_stored_passes_through_unstored(cache, origin) -> None:
+def test_a_range_on_a_miss_is_cut_from_the_whole_response_which_is_stored(cache, origin) -> None:
+    origin.body = b"0123456789"
+    origin.headers.append(("Content-Length", "10"))
+    response, headers, body = get(cache, origin, range="bytes=2-4")
+    assert response.status == "206 Partial Content" and body == b"234" and headers["Content-Range"] == "bytes 2-4/10"
+    assert status_of(headers) == 'fwd=uri-miss; fwd-status=200; stored; detail="range of the whole"'
+    assert "HTTP_RANGE" not in origin.seen[0]  # the origin was asked for all of it
+    assert get(cache, origin)[2] == b"0123456789" and get(cache, origin, range="bytes=-2")[2] == b"89"
+    assert len(origin.seen) == 1
+
+
+def test_a_range_on_a_miss_of_unknown_length_gets_the_whole_stored_response(cache, origin) -> None:
+    origin.body = b"0123456789"
+    response, headers, body = get(cache, origin, range="bytes=2-4")
+    assert response.status == "200 OK" and body == b"0123456789"
+    assert 'stored; detail="range of unknown length: the whole"' in headers["Cache-Status"]
+    assert get(cache, origin, range="bytes=2-4")[2] == b"234" and len(origin.seen) == 1
+
+
+def test_a_range_of_what_will_not_be_stored_goes_to_the_origin_as_asked(cache, origin, clock) -> None:
+    origin.headers = [("Cache-Control", "no-store"), ("Content-Length", "2")]
     _, headers, _ = get(cache, origin, range="bytes=0-1")
-    get(cache, origin)
-    assert len(origin.seen) == 2 and status_of(headers) == "fwd=bypass"
+    assert [environ.get("HTTP_RANGE") for environ in origin.seen] == [None, "bytes=0-1"]
+    assert status_of(headers) == 'fwd=uri-miss; detail="range passed on: no-store"'
+    get(cache, origin, range="bytes=0-1")  # remembered: straight to the origin
+    assert [environ.get("HTTP_RANGE") for environ in origin.seen][2:] == ["bytes=0-1"]
+    clock.now += 61  # forgotten: the whole is tried again
+    get(cache, origin, range="bytes=0-1")
+    assert [environ.get("HTTP_RANGE") for environ in origin.seen][3:] == [None, "bytes=0-1"]
 
 
 def test_preconditions_for_the_origin_pass_through(cache, origin) -> None:
