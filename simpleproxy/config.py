@@ -344,6 +344,8 @@ class RouteConfig:
     tunnel_idle_timeout: float = 60.0  #: a tunnel without a byte either way this long is closed (0: never)
     #: a text/event-stream response may go this long without a byte (instead of the read timeout)
     stream_timeout: float = 600.0
+    #: a backend's 103 Early Hints are written to HTTP/1.1 clients ahead of its answer (interim.py)
+    early_hints: bool = True
     #: let %2F and %5C in paths through to this route's backend (server.reject_ambiguous_paths)
     allow_encoded_slashes: bool = False
 

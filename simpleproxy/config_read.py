@@ -458,6 +458,7 @@ def _read_route(s: Section, upstream_names: dict) -> RouteConfig | None:
         max_tunnels=s.get("max_tunnels", int_between(0, 1_000_000), 0),
         tunnel_idle_timeout=s.get("tunnel_idle_timeout", parse_duration, 60.0),
         stream_timeout=s.get("stream_timeout", parse_duration, 600.0),
+        early_hints=s.get("early_hints", to_bool, True),
         allow_encoded_slashes=s.get("allow_encoded_slashes", to_bool, False),
     )
     s.done()

@@ -21,6 +21,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 from ..config import CacheKey
 from ..errors import NotInCache, UpstreamError
+from ..interim import INTERIM
 from ..memo import Memo
 from ..request import Request, normalize_path
 from ..response import BodyStream, Handler, Response
@@ -376,6 +377,7 @@ class CacheFilter:
             self._refresh_slots.release()
             return
         sub = self._validation_request(request, entry)
+        sub.environ.pop(INTERIM, None)  # its client is answered already: no hint of this may reach it
         thread = threading.Thread(
             target=self._refresh, args=(sub, next, entry, event), name="simpleproxy-cache-refresh", daemon=True
         )

@@ -1,4 +1,5 @@
-"""The upgrade contract (simpleproxy/upgrade.py) kept by waitress: a client socket taken out of its loop.
+"""The upgrade contract (simpleproxy/upgrade.py) kept by waitress: a client socket taken out of its loop;
+and the interim-response one (simpleproxy/interim.py): a 103 written ahead of the final answer.
 
 waitress hands a request to a worker thread as soon as its head is complete;
 with an upgrade, the bytes the client sent right after the head (its first
@@ -21,6 +22,7 @@ from typing import Any, Callable
 
 from waitress.task import WSGITask
 
+from ..interim import INTERIM
 from ..upgrade import UPGRADE, DetachedConnection
 from .response_head import build_response_head
 
@@ -38,6 +40,8 @@ class UpgradeTask(WSGITask):
             environ = WSGITask.get_environment(self)
             if self.request.upgrade:  # StrictRequestParser's (parser.py)
                 environ[UPGRADE] = ChannelUpgrade(self)
+            if self.version == "1.1":
+                environ[INTERIM] = ChannelInterim(self)
         return environ
 
     def build_response_header(self) -> bytes:
@@ -94,3 +98,27 @@ class ChannelUpgrade:
             return None
         release: Callable[[], None] = state["release"]
         return DetachedConnection(state["sock"], task.request.tail or b"", release)
+
+
+class ChannelInterim:
+    """The :class:`~simpleproxy.interim.InterimWriter` of one HTTP/1.1 request on a waitress channel.
+
+    Only the worker thread serving the request may write (anything else, a
+    background cache refresh holding a copy of the environ, could put a 1xx
+    after the final response); and only until waitress has written the final
+    head, which that same thread does later, so the order on the wire holds.
+    """
+
+    __slots__ = ("_task", "_thread")
+
+    def __init__(self, task: WSGITask) -> None:
+        self._task = task
+        self._thread = threading.get_ident()
+
+    def __call__(self, status: str, headers: list[tuple[str, str]]) -> bool:
+        task = self._task
+        if task.wrote_header or threading.get_ident() != self._thread:
+            return False
+        head = f"HTTP/1.1 {status}\r\n" + "".join(f"{name}: {value}\r\n" for name, value in headers) + "\r\n"
+        task.channel.write_soon(head.encode("latin-1"))
+        return True

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..config import ForwardAuth, RouteConfig
 from ..grammar import capitalized, environ_key
+from ..interim import INTERIM
 from ..headers import ForwardingHeaders
 from ..request import Request
 from ..response import Handler, Response
@@ -29,7 +30,9 @@ from ..upstream.forward import UpstreamHandler
 from ..upstream.pool import Upstream
 
 #: request fields the question does not carry: the body's, and the client's Connection
-_NOT_ASKED = frozenset(("CONTENT_LENGTH", "CONTENT_TYPE", "HTTP_TRANSFER_ENCODING", "HTTP_EXPECT", "HTTP_CONNECTION"))
+#: (and the auth service's Early Hints are not the page's: they never reach the client)
+_NOT_ASKED = frozenset(("CONTENT_LENGTH", "CONTENT_TYPE", "HTTP_TRANSFER_ENCODING", "HTTP_EXPECT", "HTTP_CONNECTION",
+                        INTERIM))
 #: the client's claims about the request's destination (X-Forwarded-For/-Proto/-Host are rebuilt by
 #: headers.py, which keeps a trusted proxy's); the proxy sends its own
 _CLAIMS = ("HTTP_X_ORIGINAL_", "HTTP_X_FORWARDED_METHOD", "HTTP_X_FORWARDED_URI", "HTTP_X_FORWARDED_PREFIX",

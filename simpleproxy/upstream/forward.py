@@ -32,6 +32,7 @@ from ..errors import (
     UpstreamTimeout,
 )
 from ..headers import ForwardingHeaders
+from ..interim import INTERIM
 from ..request import Request
 from ..observe.metrics import route_label
 from ..response import BodyStream, Response, TunnelResponse
@@ -261,7 +262,12 @@ class UpstreamHandler:
                         return conn, response, rest
                     if response.status == 101:
                         raise UpstreamProtocolError("unexpected 101 Switching Protocols")
-                    # 100 Continue, 103 Early Hints: informational, WSGI cannot relay them.
+                    if response.status == 103:  # Early Hints: to the client now, where the front end can
+                        hints = request.environ.get(INTERIM)
+                        if hints is not None and self.route.early_hints:
+                            hints(response.status_line, response.headers)
+                    # else 100 Continue (the front end answered the client's Expect itself) or another
+                    # 1xx: dropped (interim.py)
                 raise UpstreamProtocolError("too many informational (1xx) responses")
             except (UpstreamClosed, ConnectionResetError, BrokenPipeError) as exc:
                 server.discard(conn)
