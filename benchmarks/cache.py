@@ -13,6 +13,13 @@
    estimate against what tracemalloc counts.
 3. Collapsed forwarding: 50 concurrent misses for one URL through the real
    proxy in front of a backend that takes 300 ms; how many reached it.
+4. Ranges: a 1 MiB cached object read whole and read in 64 KiB ranges (the
+   sixteen in turn, as a player fetches a file), 16 connections, against
+   nginx's proxy_cache; bytes per second of ranges against those of whole reads.
+
+Part 1 also measures hits on a route with the cache's key and tag features on
+(``cache.key`` leaving out and sorting query parameters, a header in the key,
+tags, heuristic freshness), asked with a tracking parameter in the URL.
 """
 
 from __future__ import annotations
@@ -41,21 +48,36 @@ import run as bench  # noqa: E402  (benchmarks/run.py: process helpers and wrk)
 MIB = 1024 * 1024
 
 
-def _proxy_config(workdir: Path, name: str, backend_port: int, threads: int, access: str) -> Path:
+#: a route's cache with every key and tag feature on (part 1)
+FEATURES = ("{default_ttl: 1h, heuristic: 10%, max_heuristic: 1d, "
+            "key: {ignore_query: [utm_*, fbclid], sort_query: true, include_headers: [X-Tenant]}}")
+#: the sixteen 64 KiB ranges of a 1 MiB object in turn (part 4)
+RANGES_LUA = """
+local i = 0
+request = function()
+  local first = (i % 16) * 65536
+  i = i + 1
+  return wrk.format("GET", nil, {["Range"] = "bytes=" .. first .. "-" .. (first + 65535)})
+end
+"""
+
+
+def _proxy_config(workdir: Path, name: str, backend_port: int, threads: int, access: str,
+                  cache: str = "{default_ttl: 1h}") -> Path:
     config = workdir / f"{name}.yaml"
     config.write_text(
         f"listen: {{http: '127.0.0.1:{bench.free_port()}'}}\nserver: {{threads: {threads}}}\n"
         f"upstreams:\n  app:\n    servers: ['http://127.0.0.1:{backend_port}']\n"
-        f"routes:\n  - upstream: app\n    cache: {{default_ttl: 1h}}\n"
+        f"routes:\n  - upstream: app\n    cache: {cache}\n"
         f"log: {{access: '{access}'}}\n"
     )
     return config
 
 
-def _nginx_cache(workdir: Path, backend_port: int) -> tuple[subprocess.Popen, int] | None:
+def _nginx_cache(workdir: Path, backend_port: int, extra: str = "") -> tuple[subprocess.Popen, int] | None:
     return bench.start_nginx(
         workdir, backend_port, http=f"proxy_cache_path {workdir}/nginx/cache keys_zone=bench:10m max_size=64m;",
-        location="proxy_cache bench; proxy_cache_valid 200 1h; proxy_cache_lock on;",
+        location="proxy_cache bench; proxy_cache_valid 200 1h; proxy_cache_lock on; " + extra,
     )
 
 
@@ -70,19 +92,27 @@ def hit_throughput(args: argparse.Namespace, workdir: Path) -> None:
             [sys.executable, str(HERE / "refs.py"), "hello", str(args.threads)], cpu=0, env=env
         )
         procs.append(hello)
-        for name, access in (("simpleproxy hit, access log", str(workdir / "access.log")), ("simpleproxy hit, no log", "off")):
-            proc, targets[name] = bench.start_simpleproxy(_proxy_config(workdir, name.replace(" ", "_").replace(",", ""), backend_port, args.threads, access))
+        paths = {name: "/bench/1k" for name in targets}
+        for name, access, cache, path in (
+            ("simpleproxy hit, access log", str(workdir / "access.log"), "{default_ttl: 1h}", "/bench/1k"),
+            ("simpleproxy hit, no log", "off", "{default_ttl: 1h}", "/bench/1k"),
+            ("simpleproxy hit, key features", "off", FEATURES, "/bench/1k?utm_source=news&b=2&a=1"),
+        ):
+            config = _proxy_config(workdir, re.sub(r"\W+", "_", name), backend_port, args.threads, access, cache)
+            proc, targets[name] = bench.start_simpleproxy(config)
+            paths[name] = path
             procs.append(proc)
         if not args.skip_nginx and (ng := _nginx_cache(workdir, backend_port)):
             procs.append(ng[0])
             targets["nginx proxy_cache hit"] = ng[1]
-        for port in targets.values():
-            bench.wrk(port, "/bench/1k", 16, 1.0)  # warm-up; fills the caches
+            paths["nginx proxy_cache hit"] = "/bench/1k"
+        for name, port in targets.items():
+            bench.wrk(port, paths[name], 16, 1.0)  # warm-up; fills the caches
         samples: dict[tuple[str, int], list[dict[str, float]]] = {}
         for _ in range(args.rounds):
             for conns in args.connections:
                 for name, port in targets.items():
-                    samples.setdefault((name, conns), []).append(bench.wrk(port, "/bench/1k", conns, args.duration))
+                    samples.setdefault((name, conns), []).append(bench.wrk(port, paths[name], conns, args.duration))
         print(f"\n1. Cache hits, GET 1 KiB, medians of {args.rounds} rounds of {args.duration:g}s "
               f"({args.threads} waitress threads; {bench.pinning_note()})")
         for conns in args.connections:
@@ -258,6 +288,46 @@ def collapsed(workdir: Path) -> None:
         backend.shutdown()
 
 
+# --------------------------------------------------------------------------- 4. ranges
+
+
+def range_reads(args: argparse.Namespace, workdir: Path) -> None:
+    procs: list[subprocess.Popen] = []
+    script = workdir / "ranges.lua"
+    script.write_text(RANGES_LUA)
+    try:
+        backend, backend_port = bench.start([sys.executable, str(HERE / "backend.py")], cpu=1)
+        procs.append(backend)
+        proc, port = bench.start_simpleproxy(_proxy_config(workdir, "ranges", backend_port, args.threads, "off"))
+        procs.append(proc)
+        targets = {"simpleproxy": port}
+        # without proxy_force_ranges nginx answers ranges only of responses that say Accept-Ranges
+        if not args.skip_nginx and (ng := _nginx_cache(workdir, backend_port, "proxy_force_ranges on;")):
+            procs.append(ng[0])
+            targets["nginx proxy_cache"] = ng[1]
+        for port in targets.values():
+            bench.wrk(port, "/bench/1m", 4, 1.0)  # warm-up; stores the object
+        samples: dict[tuple[str, str], list[dict[str, float]]] = {}
+        for _ in range(args.rounds):
+            for name, port in targets.items():
+                samples.setdefault((name, "whole"), []).append(bench.wrk(port, "/bench/1m", 16, args.duration))
+                samples.setdefault((name, "64 KiB ranges"), []).append(
+                    bench.wrk(port, "/bench/1m", 16, args.duration, script=script))
+        print(f"\n4. A cached 1 MiB object, 16 connections, medians of {args.rounds} rounds of {args.duration:g}s "
+              f"({bench.pinning_note()})")
+        print(f"    {'target':20} {'read':15} {'req/s':>9} {'MiB/s':>9} {'ranges/whole (MiB/s)':>21}")
+        for name in targets:
+            whole, ranged = samples[(name, "whole")], samples[(name, "64 KiB ranges")]
+            ratios = sorted(r["mibs"] / w["mibs"] for r, w in zip(ranged, whole, strict=True))
+            for kind, runs in (("whole", whole), ("64 KiB ranges", ranged)):
+                rps = sorted(r["rps"] for r in runs)[len(runs) // 2]
+                mibs = sorted(r["mibs"] for r in runs)[len(runs) // 2]
+                ratio = f"{ratios[len(ratios) // 2]:21.2f}" if kind != "whole" else ""
+                print(f"    {name:20} {kind:15} {rps:9.0f} {mibs:9.0f} {ratio} {runs[0]['errors']}")
+    finally:
+        bench.stop_all(procs)
+
+
 def main() -> int:
     if len(sys.argv) == 4 and sys.argv[1] == "--churn-worker":
         churn_worker(int(sys.argv[2]), int(sys.argv[3]))
@@ -269,7 +339,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=8, help="waitress threads for every target (as benchmarks/run.py)")
     parser.add_argument("--keys", type=int, default=1_000_000)
     parser.add_argument("--skip-nginx", action="store_true")
-    parser.add_argument("--only", choices=("hits", "memory", "collapse"))
+    parser.add_argument("--only", choices=("hits", "memory", "collapse", "ranges"))
     bench.add_pin_option(parser)
     args = parser.parse_args()
     bench.use_pinning(args.pin)
@@ -284,6 +354,11 @@ def main() -> int:
             memory_churn(args)
         if args.only in (None, "collapse"):
             collapsed(workdir)
+        if args.only in (None, "ranges"):
+            if not shutil.which("wrk"):
+                print("wrk is needed for part 4: apt-get install wrk", file=sys.stderr)
+                return 2
+            range_reads(args, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

@@ -143,8 +143,14 @@ def _seconds(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)] if m else float("nan")
 
 
-def wrk(port: int, path: str, connections: int, duration: float, headers: dict[str, str] | None = None) -> dict[str, float]:
+def wrk(
+    port: int, path: str, connections: int, duration: float, headers: dict[str, str] | None = None,
+    script: Path | None = None,
+) -> dict[str, float]:
+    """One wrk run; ``script``: a Lua file shaping each request (wrk -s)."""
     fields = [arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}: {value}")]
+    if script is not None:
+        fields += ["-s", str(script)]
     cmd = pinned(1, ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", *fields,
                      f"http://127.0.0.1:{port}{path}"])
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
