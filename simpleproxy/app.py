@@ -24,13 +24,16 @@ from typing import Any, Callable, Iterable, Sequence
 from .cache import Caches, build_caches
 from .compression import CompressFilter
 from .config import Config, ForwardAuth, UpstreamConfig
+from .error_pages import ErrorPageMaker
 from .errors import Banned, ClientError, ProxyError, RateLimited, UriTooLong, WAFDenied
+from .header_rules import RequestHeaderFilter, ResponseRules
 from .headers import ForwardingHeaders
 from .observe.accesslog import AccessLog
 from .observe.metrics import RequestStats
-from .request import Request, locate, refuse_ambiguous_path
+from .request import Request, refuse_ambiguous_path
 from .response import BodyStream, Filter, FixedResponder, Handler, Response, TunnelResponse
 from .ratelimit import build_limiters
+from .redirect import RedirectResponder
 from .routing import Route, RouteTable
 from .security.access import AccessFilter
 from .security.basic_auth import BasicAuthFilter
@@ -38,6 +41,7 @@ from .security.bots import BanList, BotGuard
 from .security.cors import CorsFilter
 from .security.forward_auth import ForwardAuthFilter
 from .security.waf import baseline_rules, waf_filter
+from .static import StaticFiles
 from .tls.routes import TLSRouteFilter
 from .tls.routes import needs_filter as needs_tls_filter
 from .tunnels import Tunnel, Tunnels
@@ -104,11 +108,18 @@ class ProxyState:
         #: for ``:0``), kept over reloads since listeners change only at a restart
         self.https_port: int = previous.https_port if previous is not None else (
             config.https.addresses[0][1] if config.https else 443)
+        #: the top level's error pages, for answers no route made (404 for no route, a refused head)
+        self.error_pages = ErrorPageMaker(config.errors) if config.errors is not None else None
         routes = []
         for route_config in config.routes:
             terminal: Handler
             if route_config.respond is not None:
                 terminal = FixedResponder(route_config.respond)
+            elif route_config.redirect is not None:
+                match = route_config.match
+                terminal = RedirectResponder(route_config.redirect, match.path_regex if match is not None else None)
+            elif route_config.static is not None:
+                terminal = StaticFiles(route_config.static, f"{route_config.key}.static")
             else:
                 upstream = self.upstreams[route_config.upstream]  # type: ignore[index]
                 terminal = UpstreamHandler(route_config, upstream, self.headers, self.max_body, self.tunnels)
@@ -146,8 +157,24 @@ class ProxyState:
             compress = route_config.compress if route_config.compress is not None else config.compress
             if compress is not None and compress.enabled:  # under the cache: it stores encoded variants
                 filters.append(CompressFilter(compress, f"{route_config.key}.compress"))
-            routes.append(Route(route_config, compose(filters, terminal), filters, terminal))
+            rules = [r for r in (config.request_headers, route_config.request_headers) if r]
+            if rules and route_config.upstream is not None:  # last: only the backend sees what they change
+                filters.append(RequestHeaderFilter(rules, f"{route_config.key}.request_headers"))
+            route = Route(route_config, compose(filters, terminal), filters, terminal)
+            self._finishing(route)
+            routes.append(route)
         self.table = RouteTable(routes)
+
+    def _finishing(self, route: Route) -> None:
+        """What every answer of ``route`` goes through once made: its error pages (and the
+        interception of a backend's errors), then the response header rules."""
+        config, top = route.config, self.config
+        errors = config.errors if config.errors is not None else top.errors
+        route.error_pages = ErrorPageMaker(errors) if errors is not None else None
+        rules = [r for r in (top.response_headers, config.response_headers) if r]
+        security = config.security_headers if config.security_headers is not None else top.security_headers
+        if rules or security:
+            route.finish = ResponseRules(rules, security)
 
     def _forward_auth(self, settings: ForwardAuth | None, where: str) -> ForwardAuthFilter | None:
         if settings is None or not settings.enabled or settings.upstream is None:
@@ -173,7 +200,7 @@ class ProxyState:
             request.request_id = Request.new_id()
         if self.bots is not None:
             self.bots.check(request.client_ip, environ, request.host)
-        route = self.table.match(request.host, request.path)
+        route = self.table.match(request.host, request.path, request)
         request.route = route
         if self.reject_ambiguous_paths:
             refuse_ambiguous_path(request.path, route.config)
@@ -198,6 +225,13 @@ class ProxyState:
         if successor is None:  # on a reload the successor closed the stores it did not keep
             for store in self.limit_stores.values():
                 store.close()
+
+
+def _declared_length(headers: list[tuple[str, str]]) -> int:
+    for name, value in headers:
+        if name.lower() == "content-length":
+            return int(value)
+    return 0
 
 
 def _auth_services(config: Config) -> dict[str, UpstreamConfig]:
@@ -257,7 +291,10 @@ class ProxyApp:
         strike = True  #: the answer counts toward a ban (bots)
         try:
             request = state.read(environ, started)
-            response = state.admit(request).handler(request)
+            route = state.admit(request)
+            response = route.handler(request)
+            if route.error_pages is not None and route.error_pages.intercept:
+                response = route.error_pages.intercepted(request, response)
         except ProxyError as exc:
             response = self._error_response(exc, environ, request)
             strike = exc.strike and not isinstance(exc, Banned)
@@ -269,6 +306,8 @@ class ProxyApp:
             rid = request.get_request_id() if request else ""
             log.exception("internal error serving %s (request id %s)", environ.get("REQUEST_URI", ""), rid)
             response = self._error_response(ProxyError("internal error"), environ, request)
+        if request is not None and request.route is not None and request.route.finish is not None:
+            response = request.route.finish(request, response)
         if state.bots is not None and strike:
             state.bots.observe(request.client_ip if request is not None else environ.get("REMOTE_ADDR", ""),
                                int(response.status[:3]))
@@ -291,6 +330,8 @@ class ProxyApp:
             return body
         if isinstance(body, BodyStream):
             body.on_close = partial(self._done_streaming, environ, request, response, started)
+        else:  # the server's own file wrapper (static.py): counted at its length now, as a list is
+            self._done(environ, request, response, _declared_length(headers), started)
         return body
 
     def front_error(self, environ: dict[str, Any], exc: ProxyError) -> tuple[str, list[tuple[str, str]], bytes]:
@@ -307,12 +348,15 @@ class ProxyApp:
 
     def claims(self, environ: dict[str, Any]) -> bool:
         """Whether a request is this proxy's to answer: a route matches it, or it is malformed (400)."""
+        state = self.state
         try:
-            path, _, host, _ = locate(environ)
+            request = state.read(environ, 0.0)
         except ProxyError:
             return True
-        site = self.state.table.site_for(host)
-        return site is not None and site.match(path) is not None
+        if state.trusts_proxies:
+            request.client_ip = state.headers.client_ip(environ, request.client)
+        site = state.table.site_for(request.host)
+        return site is not None and site.match(request.path, request) is not None
 
     def _open_tunnel(
         self, environ: dict[str, Any], request: Request, response: TunnelResponse, started: float
@@ -369,8 +413,10 @@ class ProxyApp:
         seconds = time.perf_counter() - started
         route = request.route if request is not None else None
         if self.stats is not None:
-            self.stats.record(route.label if route is not None else "-", response.status[:3], seconds, response.cache,
-                              response.limit)
+            label = route.label if route is not None else "-"
+            self.stats.record(label, response.status[:3], seconds, response.cache, response.limit)
+            if response.answer != "-":
+                self.stats.count_answer(label, response.answer)
         if self.access_log.stream is not None:
             self._log(environ, request, response, size, seconds)
 
@@ -393,9 +439,9 @@ class ProxyApp:
     ) -> None:
         self._done(environ, request, response, body.sent, started)
 
-    @staticmethod
-    def _error_response(exc: ProxyError, environ: dict[str, Any], request: Request | None) -> Response:
-        """The one place that writes an error page: short, plain, with a request id."""
+    def _error_response(self, exc: ProxyError, environ: dict[str, Any], request: Request | None) -> Response:
+        """The one place that writes an error page: short, plain, with a request id; or the page the
+        route (else the top level) has for the status (error_pages.py)."""
         rid = request.get_request_id() if request is not None else Request.new_id()
         if not isinstance(exc, ClientError):
             where = f" from {exc.upstream}" if exc.upstream else ""
@@ -403,9 +449,18 @@ class ProxyApp:
                 "%d %s%s for %s %s (request id %s)",
                 exc.status, exc.detail, where, environ.get("REQUEST_METHOD"), environ.get("REQUEST_URI", ""), rid,
             )
-        body = f"{exc.status} {exc.reason}: {exc.detail}\nrequest id: {rid}\n".encode("utf-8")
-        headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))), *exc.headers]
+        route = request.route if request is not None else None
+        pages = route.error_pages if route is not None else self.state.error_pages
+        made = pages.make(exc.status, exc.reason, exc.detail, rid, environ) if pages is not None else None
+        if made is not None:
+            content_type, body = made
+        else:
+            content_type = "text/plain; charset=utf-8"
+            body = f"{exc.status} {exc.reason}: {exc.detail}\nrequest id: {rid}\n".encode("utf-8")
+        headers = [("Content-Type", content_type), ("Content-Length", str(len(body))), *exc.headers]
         response = Response(f"{exc.status} {exc.reason}", headers, [body], exc.upstream or "-")
+        if made is not None:
+            response.answer = "error_page"
         if request is None:  # no request to carry the id: the response does
             response.own_headers = [("X-Request-Id", rid)]
         return response

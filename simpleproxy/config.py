@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from .config_routes import ErrorPages, HeaderRules, Match, Redirect, Rewrite, Static
 from .errors import ConfigError
 
 DEFAULT_LISTEN = ("127.0.0.1", 8080)
@@ -348,6 +349,15 @@ class RouteConfig:
     early_hints: bool = True
     #: let %2F and %5C in paths through to this route's backend (server.reject_ambiguous_paths)
     allow_encoded_slashes: bool = False
+    match: Match | None = None  #: matchers beside host and path (config_routes.py)
+    request_headers: HeaderRules | None = None  #: applied after the top's
+    response_headers: HeaderRules | None = None  #: applied after the top's
+    security_headers: bool | None = None  #: None: the top's
+    redirect: Redirect | None = None  #: the route answers with a redirect
+    static: Static | None = None  #: the route serves files
+    rewrite: Rewrite | None = None  #: the path the backend (or the file lookup) gets, after strip_prefix
+    add_prefix: str = ""  #: ... and before it, after the rewrite
+    errors: ErrorPages | None = None  #: None: the top's
 
 
 @dataclass(frozen=True)
@@ -439,6 +449,10 @@ class Config:
     cors: CORS | None = None  #: for every route without its own
     forward_auth: ForwardAuth | None = None  #: for every route without its own
     compress: Compress | None = None  #: for every route without its own
+    request_headers: HeaderRules | None = None  #: for every route, before the route's own
+    response_headers: HeaderRules | None = None  #: for every route, before the route's own
+    security_headers: bool = False  #: for every route that does not say otherwise
+    errors: ErrorPages | None = None  #: for every route without its own
     upstreams: dict[str, UpstreamConfig] = field(default_factory=dict)
     routes: tuple[RouteConfig, ...] = ()
     source: str = "<memory>"

@@ -54,6 +54,15 @@ from .config_walk import (
     to_statuses,
     to_text,
 )
+from .config_routes import (
+    read_error_pages,
+    read_header_rules,
+    read_match,
+    read_redirect,
+    read_rewrite,
+    read_static,
+    to_prefix,
+)
 from .config_edge import (
     read_basic_auth,
     read_compress_key,
@@ -98,6 +107,12 @@ def _read_config(root: Section, source: str) -> Config:
     compress = read_compress_key(root)
     if compress is not None and not compress.enabled:
         compress = None
+    request_headers = root.optional("request_headers", lambda sub: read_header_rules(sub, "request"))
+    response_headers = root.optional("response_headers", lambda sub: read_header_rules(sub, "response"))
+    security_headers = root.get("security_headers", to_bool, False)
+    errors = root.optional("errors", read_error_pages)
+    if errors is not None and errors.intercept:
+        root.walker.error("errors.intercept", "is a route's choice (it applies to its backend's answers)")
     upstreams: dict[str, UpstreamConfig] = {}
     ups = root.section("upstreams")
     for name in ups.data:
@@ -120,7 +135,9 @@ def _read_config(root: Section, source: str) -> Config:
     return Config(
         listen=listen, https=https, server=server, headers=headers, log=log, cache=cache, admin=admin,
         rate_limit=rate_limit, access=access, waf=waf, bots=bots, basic_auth=basic_auth, cors=cors,
-        forward_auth=forward_auth, compress=compress, upstreams=upstreams, routes=routes, source=source,
+        forward_auth=forward_auth, compress=compress, request_headers=request_headers,
+        response_headers=response_headers, security_headers=security_headers, errors=errors,
+        upstreams=upstreams, routes=routes, source=source,
     )
 
 
@@ -396,10 +413,30 @@ def _read_route(s: Section, upstream_names: dict) -> RouteConfig | None:
     if upstream is not None and upstream not in upstream_names:
         hint = did_you_mean(upstream, upstream_names)
         s.walker.error(s.key("upstream"), f"no upstream named {upstream!r}{hint}")
-    if s.has("upstream") and s.has("respond"):
-        s.walker.error(s.path, "a route has 'upstream' or 'respond', not both")
-    elif not s.has("upstream") and not s.has("respond"):
-        s.walker.error(s.path, "a route needs either 'upstream' or 'respond'")
+    match = s.optional("match", read_match)
+    path_regex = match.path_regex if match is not None else None
+    redirect = read_redirect(s.section("redirect"), path_regex) if s.has("redirect") else None
+    s.taken.add("redirect")
+    static = s.optional("static", read_static)
+    answers = [key for key in ("upstream", "respond", "redirect", "static") if s.has(key)]
+    if len(answers) > 1:
+        s.walker.error(s.path, f"a route has one of upstream, respond, redirect or static; this one has {' and '.join(answers)}")
+    elif not answers:
+        s.walker.error(s.path, "a route needs one of 'upstream', 'respond', 'redirect' or 'static'")
+    rewrite = read_rewrite(s.section("rewrite"), path_regex) if s.has("rewrite") else None
+    s.taken.add("rewrite")
+    add_prefix = s.get("add_prefix", to_prefix, "")
+    for key in ("rewrite", "add_prefix", "strip_prefix"):
+        if s.has(key) and (respond is not None or redirect is not None):
+            s.walker.error(s.key(key), "changes the path a backend or the files get; this route answers by itself")
+    request_headers = s.optional("request_headers", lambda sub: read_header_rules(sub, "request"))
+    if request_headers is not None and upstream is None:
+        s.walker.error(s.key("request_headers"), "are what a backend receives: this route has no upstream")
+    response_headers = s.optional("response_headers", lambda sub: read_header_rules(sub, "response"))
+    security_headers = s.get("security_headers", to_bool, None)
+    errors = s.optional("errors", read_error_pages)
+    if errors is not None and errors.intercept and upstream is None:
+        s.walker.error(s.key("errors.intercept"), "intercepts a backend's answers: this route has no upstream")
     host_header = s.get("host_header", _host_header, "client")
     timeouts = None
     if s.has("timeouts"):
@@ -413,8 +450,8 @@ def _read_route(s: Section, upstream_names: dict) -> RouteConfig | None:
             cache = RouteCache() if value else None
         else:
             cache = read_route_cache(s.section("cache"))
-        if cache is not None and respond is not None:
-            s.walker.error(s.key("cache"), "a route with 'respond' has nothing to cache")
+        if cache is not None and (respond is not None or redirect is not None or static is not None):
+            s.walker.error(s.key("cache"), "only a route with an upstream has something to cache")
     s.taken.add("cache")
     rate_limit = s.optional("rate_limit", read_rate_limit)
     access = s.optional("access", read_access)
@@ -460,6 +497,15 @@ def _read_route(s: Section, upstream_names: dict) -> RouteConfig | None:
         stream_timeout=s.get("stream_timeout", parse_duration, 600.0),
         early_hints=s.get("early_hints", to_bool, True),
         allow_encoded_slashes=s.get("allow_encoded_slashes", to_bool, False),
+        match=match,
+        request_headers=request_headers,
+        response_headers=response_headers,
+        security_headers=security_headers,
+        redirect=redirect,
+        static=static,
+        rewrite=rewrite,
+        add_prefix=add_prefix,
+        errors=errors,
     )
     s.done()
     return route
@@ -492,12 +538,16 @@ def _read_respond(s: Section) -> Respond:
 
 
 def _check_duplicate_routes(walker: Walker, routes: tuple[RouteConfig, ...]) -> None:
-    seen: dict[tuple[str | None, str], str] = {}
+    """Two routes with the same host, path and matchers: the second could never be reached. (With
+    different matchers both are; a later one with none is the fallback for the prefix.)"""
+    seen: dict[tuple[str | None, str, object], str] = {}
     refused = {problem.partition(":")[0] for problem in walker.problems}
     for route in routes:
         if f"{route.key}.host" in refused or f"{route.key}.path" in refused:
             continue  # read as the default after its own error: no second, false one
-        earlier = seen.setdefault((route.host, route.path), route.key)
+        earlier = seen.setdefault((route.host, route.path, route.match), route.key)
         if earlier != route.key:
             where = f"host {route.host!r}" if route.host else "any host"
-            walker.error(route.key, f"same host and path as {earlier} ({where}, path {route.path!r})")
+            same = "and matchers " if route.match is not None else ""
+            walker.error(route.key, f"same host, path {same}as {earlier} ({where}, path {route.path!r}): "
+                                    "it would never be reached")

@@ -73,6 +73,13 @@ class NoRoute(ClientError):
     reason = "Not Found"
 
 
+class MethodNotAllowed(ClientError):
+    """Every route for the path takes other methods only (``match.methods``); Allow lists them."""
+
+    status = 405
+    reason = "Method Not Allowed"
+
+
 class LengthRequired(ClientError):
     status = 411
     reason = "Length Required"

@@ -58,7 +58,7 @@ class BodyStream:
 
 
 class Response:
-    __slots__ = ("status", "headers", "body", "upstream", "own_headers", "cache", "limit")
+    __slots__ = ("status", "headers", "body", "upstream", "own_headers", "cache", "limit", "answer")
 
     def __init__(
         self, status: str, headers: list[tuple[str, str]], body: Iterable[bytes], upstream: str = "-"
@@ -72,6 +72,8 @@ class Response:
         self.cache = "-"
         #: what the rate limits did: passed, delayed, rejected; "-" for none
         self.limit = "-"
+        #: which route rule made the answer, for metrics: redirect, static, error_page; "-" for none
+        self.answer = "-"
         #: a list when the whole body is known, else an iterable with ``close()``
         self.body = body
         self.upstream = upstream  #: the server that answered, "-" for a local answer

@@ -597,7 +597,7 @@ class _TeeBody:
 def _plan(environ: dict[str, Any], entry: Entry, size: int) -> RangePlan | None:
     """The answer to the request's Range from ``entry`` (its body ``size`` bytes long), or None when
     the whole response is sent instead (If-Range does not hold, or the range is not read)."""
-    if not if_range_holds(environ.get("HTTP_IF_RANGE"), entry):
+    if not if_range_holds(environ.get("HTTP_IF_RANGE"), entry.etag, entry.last_modified, entry.date):
         return None
     spans = byte_ranges(environ["HTTP_RANGE"], size)
     if spans is None:

@@ -17,7 +17,6 @@ from typing import Any, Iterator
 
 from ..response import BodyStream
 from .policy import parse_http_date
-from .store import Entry
 
 _RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 
@@ -26,19 +25,19 @@ _RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 MAX_RANGES = 16
 
 
-def if_range_holds(value: str | None, entry: Entry) -> bool:
-    """RFC 9110 section 13.1.5: whether a Range goes with this If-Range (always, without one). An
-    entity tag must equal the stored one strongly; a date must equal a strong Last-Modified (one
-    at least a second older than the response's Date). Else the whole response is sent."""
+def if_range_holds(value: str | None, etag: str | None, last_modified: str | None, date: float) -> bool:
+    """RFC 9110 section 13.1.5: whether a Range goes with this If-Range (always, without one), for
+    a representation with these validators and Date. An entity tag must equal ``etag`` strongly;
+    a date must equal a strong Last-Modified (one at least a second older than the Date). Else
+    the whole representation is sent."""
     if value is None:
         return True
     value = value.strip()
     if value.startswith('"') or value.startswith("W/"):
-        return not value.startswith("W/") and entry.etag is not None and not entry.etag.startswith("W/") \
-            and value == entry.etag
+        return not value.startswith("W/") and etag is not None and not etag.startswith("W/") and value == etag
     since = parse_http_date(value)
-    return (since is not None and entry.last_modified is not None and since == parse_http_date(entry.last_modified)
-            and entry.date >= since + 1)
+    return since is not None and last_modified is not None and since == parse_http_date(last_modified) \
+        and date >= since + 1
 
 
 def byte_ranges(header: str, size: int) -> list[tuple[int, int]] | None:

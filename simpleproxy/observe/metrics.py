@@ -25,7 +25,7 @@ def route_label(host: str | None, path: str) -> str:
 class _Shard:
     """One thread's counts: only its own thread writes them, so no lock is taken per request."""
 
-    __slots__ = ("requests", "latency", "cache", "limits", "waf")
+    __slots__ = ("requests", "latency", "cache", "limits", "waf", "answers")
 
     def __init__(self) -> None:
         self.requests: dict[tuple[str, str], int] = {}
@@ -33,6 +33,7 @@ class _Shard:
         self.cache: dict[tuple[str, str], int] = {}
         self.limits: dict[tuple[str, str], int] = {}
         self.waf: dict[tuple[str, str], int] = {}  #: (route, rule) -> denials
+        self.answers: dict[tuple[str, str], int] = {}  #: (route, what made it: redirect, static, error_page)
 
 
 class RequestStats:
@@ -74,6 +75,13 @@ class RequestStats:
     def count_waf(self, route: str, rule: str) -> None:
         waf = self._shard().waf
         waf[(route, rule)] = waf.get((route, rule), 0) + 1
+
+    def count_answer(self, route: str, made_by: str) -> None:
+        answers = self._shard().answers
+        answers[(route, made_by)] = answers.get((route, made_by), 0) + 1
+
+    def answers_snapshot(self) -> dict[tuple[str, str], int]:
+        return self._sum("answers")
 
     def _sum(self, field: str) -> dict:
         total: dict = {}
@@ -139,6 +147,11 @@ class Collector:
         for (route, rule), count in sorted(self.stats.waf_snapshot().items()):
             denied.add_metric([route, rule], count)
         yield denied
+        answers = CounterMetricFamily("simpleproxy_route_answers", "Answers a route rule made: redirect, static, "
+                                      "error_page", labels=["route", "by"])
+        for (route, by), count in sorted(self.stats.answers_snapshot().items()):
+            answers.add_metric([route, by], count)
+        yield answers
         yield from self._upstreams()
         yield from self._caches()
         yield from self._tunnels()

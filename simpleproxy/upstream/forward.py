@@ -201,7 +201,7 @@ class UpstreamHandler:
         return server if host == "upstream" else host
 
     def sent_target(self, request: Request) -> str:
-        """The request target the backend receives (the prefix stripped if the route says so)."""
+        """The request target the backend receives (the route's strip_prefix, rewrite and add_prefix applied)."""
         return request.route.upstream_path(request.path) + request.query
 
     def _head(self, request: Request, server: ServerPool, body: bytes | None) -> bytes:

@@ -287,7 +287,7 @@ def test_cache_config_errors_name_the_key(cache, top, message) -> None:
 
 
 def test_respond_routes_cannot_cache() -> None:
-    with pytest.raises(ConfigError, match=r"routes\[0\].cache: a route with 'respond' has nothing to cache"):
+    with pytest.raises(ConfigError, match=r"routes\[0\].cache: only a route with an upstream has something to cache"):
         config_from_dict({"routes": [{"respond": {"body": "hi"}, "cache": True}]})
 
 

@@ -112,13 +112,14 @@ def test_bad_server_urls(url: str, words: str) -> None:
 def test_duplicate_routes_name_both_keys() -> None:
     data = {**GOOD, "routes": [{"path": "/a", "upstream": "api"}, {"path": "/b", "upstream": "api"},
                                {"path": "/a/", "upstream": "api"}]}
-    assert problems(data) == ["routes[2]: same host and path as routes[0] (any host, path '/a')"]
+    assert problems(data) == ["routes[2]: same host, path as routes[0] (any host, path '/a'): it would never be reached"]
 
 
 def test_route_needs_exactly_one_action() -> None:
-    assert problems({**GOOD, "routes": [{"path": "/"}]}) == ["routes[0]: a route needs either 'upstream' or 'respond'"]
+    assert problems({**GOOD, "routes": [{"path": "/"}]}) == \
+        ["routes[0]: a route needs one of 'upstream', 'respond', 'redirect' or 'static'"]
     both = problems(with_route(respond={"status": 200}))
-    assert both == ["routes[0]: a route has 'upstream' or 'respond', not both"]
+    assert both == ["routes[0]: a route has one of upstream, respond, redirect or static; this one has upstream and respond"]
 
 
 @pytest.mark.parametrize(

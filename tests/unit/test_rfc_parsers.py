@@ -23,7 +23,7 @@ from werkzeug.datastructures import ResponseCacheControl
 from werkzeug.http import http_date, is_resource_modified, parse_cache_control_header, parse_date, parse_etags, \
     parse_range_header
 
-from simpleproxy.cache.filter import _byte_range
+from simpleproxy.cache.ranges import _byte_range
 from simpleproxy.cache.policy import etag_matches, format_http_date, not_modified, parse_directives, parse_http_date, \
     storable
 
