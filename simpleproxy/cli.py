@@ -114,6 +114,10 @@ def describe_routes(config: Config) -> str:
         host = route.host or "(any host)"
         if route.respond is not None:
             action = f"respond {route.respond.status}"
+        elif route.redirect is not None:
+            action = f"redirect {route.redirect.status} to {route.redirect.to}"
+        elif route.static is not None:
+            action = f"static {route.static.root}" + (f" (fallback {route.static.fallback})" if route.static.fallback else "")
         else:
             upstream = config.upstreams.get(route.upstream or "")
             servers = ", ".join(s.url + (f" weight {s.weight}" if s.weight != 1 else "") for s in upstream.servers) if upstream else "?"
@@ -124,6 +128,23 @@ def describe_routes(config: Config) -> str:
             extras.append("strip_prefix")
         if route.host_header != "client":
             extras.append(f"host_header={route.host_header}")
+        if route.match is not None:
+            m = route.match
+            extras += [f"methods={','.join(m.methods)}"] if m.methods else []
+            extras += [f"header {name}={value}" for name, value in m.headers]
+            extras += [f"query {name}={value}" for name, value in m.query]
+            extras += [f"clients={','.join(map(str, m.clients))}"] if m.clients else []
+            extras += [f"path_regex={m.path_regex}"] if m.path_regex else []
+        if route.rewrite is not None:
+            extras.append(f"rewrite {route.rewrite.regex} -> {route.rewrite.replace}")
+        if route.add_prefix:
+            extras.append(f"add_prefix={route.add_prefix}")
+        for side, rules in (("request", route.request_headers), ("response", route.response_headers)):
+            if rules:
+                extras.append(f"{side}_headers: set {len(rules.set)}, add {len(rules.add)}, remove {len(rules.remove)}")
+        if route.errors is not None:
+            extras.append("errors " + ",".join(str(code) for code, _ in route.errors.pages)
+                          + (" (intercept)" if route.errors.intercept else ""))
         extra = f"  [{', '.join(extras)}]" if extras else ""
         lines.append(f"  {route.key:<11} {host:<24} {route.path:<16} -> {action}{extra}")
     return "\n".join(lines)

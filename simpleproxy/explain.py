@@ -24,7 +24,10 @@ from .cache.policy import SAFE_METHODS, storable
 from .compression import CompressFilter, choose
 from .config import Config, UpstreamConfig
 from .errors import ProxyError
-from .grammar import environ_key
+from .grammar import environ_key, field_name
+from .header_rules import RequestHeaderFilter, ResponseRules
+from .redirect import RedirectResponder
+from .static import StaticFiles, content_type
 from .ratelimit.filter import RateLimitFilter
 from .request import Request
 from .response import FixedResponder, Response
@@ -70,15 +73,21 @@ def explain(config: Config, url: str, method: str = "GET", headers: dict[str, st
 
 
 def _explain(state: ProxyState, environ: dict[str, Any], out: list[str]) -> int:
+    request: Request | None = None
     try:
         request = state.read(environ, 0.0)
         out.append(f"  request   host {request.host!r}, path {request.path!r}" + (f", query {request.query!r}" if request.query else ""))
         route = state.admit(request)
     except ProxyError as exc:
+        if request is not None:  # refused by every route's matchers, perhaps: say why
+            _passed_over(out, state, request, None)
         return _answer(out, exc)
     r = route.config
     site = "any host" if r.host is None else ("wildcard " if r.host.startswith("*.") else "exact host ") + r.host
-    out.append(f"  route     {r.key}: {site}, path prefix {r.path}")
+    matchers = f", {r.match.count} matcher(s) hold" if r.match is not None else ""
+    out.append(f"  route     {r.key}: {site}, path prefix {r.path}{matchers}")
+    _passed_over(out, state, request, route)
+    _finishing(out, route)
     if not any(isinstance(f, RateLimitFilter) for f in route.filters):
         out.append("  limits    none")
     if not any(isinstance(f, WAFFilter) for f in route.filters):
@@ -94,9 +103,55 @@ def _explain(state: ProxyState, environ: dict[str, Any], out: list[str]) -> int:
         status = int(terminal(request).status[:3])
         out.append(f"  answer    {status} from the route's respond: (no backend is asked)")
         return status
+    if isinstance(terminal, RedirectResponder):
+        answer = terminal(request)
+        out.append(f"  answer    {answer.status} to {terminal.location(request)} (the route's redirect)")
+        return int(answer.status[:3])
+    if isinstance(terminal, StaticFiles):
+        return _static(out, terminal, route, request)
     assert isinstance(terminal, UpstreamHandler)
     _upstream(out, terminal, route, request)
     return 0
+
+
+def _passed_over(out: list[str], state: ProxyState, request: Request, chosen: Route | None) -> None:
+    """The routes whose prefix took the path but whose matchers did not take the request."""
+    site = state.table.site_for(request.host)
+    if site is None:
+        return
+    for other, why in site.refused(request.path, request):
+        if other is not chosen:
+            out.append(f"  passed    {other.config.key} (prefix {other.prefix}): {why}")
+
+
+def _finishing(out: list[str], route: Route) -> None:
+    """What the route does to every answer: its response header rules, its error pages."""
+    finish = route.finish
+    if isinstance(finish, ResponseRules):
+        said = [f"{op} {name}" for op, _, name, _ in finish.steps]
+        said += ["security headers where missing"] if finish.security else []
+        out.append(f"  response  {'; '.join(said)}")
+    pages = route.error_pages
+    if pages is not None:
+        statuses = ", ".join(str(code) for code in sorted(pages.pages))
+        out.append(f"  errors    pages for {statuses}" + (" (also for the backend's answers)" if pages.intercept else ""))
+
+
+def _static(out: list[str], files: StaticFiles, route: Route, request: Request) -> int:
+    wanted = route.upstream_path(request.path)
+    kind, found = files.find(wanted)
+    if kind == "directory":
+        out.append(f"  answer    301 to {request.path}/ (a directory: its URL ends with a slash)")
+        return 301
+    if kind == "file":
+        out.append(f"  static    {files.root}: serves {found} ({content_type(found)})")
+        return 200
+    why = f" ({found})" if found else ""
+    if files.fallback is not None:
+        out.append(f"  static    {files.root}: nothing at {wanted}{why}; the fallback {files.fallback} is served")
+        return 200
+    out.append(f"  answer    404: nothing at {wanted} under {files.root}{why}")
+    return 404
 
 
 def _answer(out: list[str], exc: ProxyError) -> int:
@@ -126,6 +181,12 @@ def _filter(out: list[str], filter_: Any, request: Request) -> int:
         return 0
     if isinstance(filter_, CacheFilter):  # described: running it would look up and store
         _cache(out, filter_, request)
+        return 0
+    if isinstance(filter_, RequestHeaderFilter):
+        sent = filter_.apply(request).environ
+        changes = [f"{field_name(key)}: {sent[key]}" for key in sent if sent[key] != request.environ.get(key)]
+        changes += [f"no {field_name(key)}" for key in request.environ if key.startswith("HTTP_") and key not in sent]
+        out.append(f"  headers   {filter_.where}: the backend gets " + ("; ".join(changes) or "the fields unchanged"))
         return 0
     if isinstance(filter_, WAFFilter):
         action, name = filter_.verdict(request)
@@ -184,7 +245,7 @@ def _upstream(out: list[str], handler: UpstreamHandler, route: Route, request: R
             else " (not sent: set on the answer)"))
     target = handler.sent_target(request)
     host = handler.sent_host(request, "(the server's host:port)")
-    out.append(f"  forwarded {request.method} {target}" + (" (prefix stripped)" if target != request.path + request.query else "")
+    out.append(f"  forwarded {request.method} {target}" + (" (path changed by the route)" if target != request.path + request.query else "")
                + f", Host: {host}, X-Forwarded-For/-Proto/-Host rebuilt")
     t = handler.timeouts
     out.append(f"  timeouts  connect {t.connect:g}s, read {t.read:g}s" + (f", total {t.total:g}s" if t.total else ""))

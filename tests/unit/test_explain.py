@@ -28,7 +28,7 @@ def test_a_forwarded_request_shows_route_upstream_path_and_cache() -> None:
     assert "request   host 'app.example.com', path '/api/v2', query '?id=1'" in text
     assert "route     routes[0]: exact host app.example.com, path prefix /api" in text
     assert "upstream  app: hash on header:X-User over http://127.0.0.1:9001, http://127.0.0.1:9002 (weight 2)" in text
-    assert "forwarded GET /v2?id=1 (prefix stripped), Host: App.Example.com" in text
+    assert "forwarded GET /v2?id=1 (path changed by the route), Host: App.Example.com" in text
     assert "timeouts  connect 5s, read 60s, total 5s" in text
     assert "key http://app.example.com/api/v2;" in text  # query: false
 
