@@ -44,6 +44,7 @@ from .config_walk import (
     Section,
     Walker,
     did_you_mean,
+    network_list,
     int_between,
     one_of,
     read_addresses,
@@ -73,7 +74,7 @@ from .config_edge import (
 from .errors import CertificateError, ConfigError
 from .grammar import TCHAR, is_token
 from .request import normalize_path
-from .units import is_valid_host, parse_duration, parse_network, parse_share, parse_size
+from .units import is_valid_host, parse_duration, parse_share, parse_size
 from .upstream.balance import POLICIES
 
 #: an Upgrade protocol name (RFC 9110 section 7.8: a token, optionally /version)
@@ -201,14 +202,8 @@ def _cpu_affinity(value: object) -> str | int:
 
 
 def _read_headers(s: Section) -> HeaderSettings:
-    proxies = []
-    for key, value in s.items("trusted_proxies"):
-        try:
-            proxies.append(parse_network(value))
-        except ValueError as exc:
-            s.walker.error(key, str(exc))
     settings = HeaderSettings(
-        trusted_proxies=tuple(proxies),
+        trusted_proxies=network_list(s, "trusted_proxies"),
         forwarded=s.get("forwarded", to_bool, False),
         via=s.get("via", to_bool, False),
         pass_server=s.get("pass_server", to_bool, False),

@@ -16,9 +16,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config_walk import Section, to_bool, to_statuses, to_text
+from .config_walk import Section, network_list, to_bool, to_statuses, to_text, token_list
 from .grammar import HOP_BY_HOP, is_token
-from .units import parse_network
 
 #: the values a template may name: ``{client_ip}`` and so on (``{upstream}`` on the response side only)
 PLACEHOLDERS = ("client_ip", "host", "scheme", "path", "query", "request_id", "route", "method")
@@ -203,21 +202,10 @@ def _values(s: Section, key: str, name_check: bool) -> tuple[tuple[str, str], ..
 
 
 def read_match(s: Section) -> Match:
-    methods = []
-    for key, value in s.items("methods"):
-        text = str(value)
-        if not is_token(text):
-            s.walker.error(key, f"{value!r} is not a method")
-            continue
-        methods.append(text.upper())
-    clients = []
-    for key, value in s.items("clients"):
-        try:
-            clients.append(parse_network(value))
-        except ValueError as exc:
-            s.walker.error(key, str(exc))
+    methods = token_list(s, "methods", "a method", case=str.upper)
+    clients = network_list(s, "clients")
     path_regex = s.get("path_regex", _pattern, None)
-    match = Match(tuple(methods), _values(s, "headers", True), _values(s, "query", False), tuple(clients), path_regex)
+    match = Match(methods, _values(s, "headers", True), _values(s, "query", False), clients, path_regex)
     s.done()
     if not match.count:
         s.walker.error(s.path, "give at least one of methods, headers, query, clients, path_regex")

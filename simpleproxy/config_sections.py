@@ -29,6 +29,7 @@ from .config_walk import (
     Section,
     Walker,
     int_between,
+    network_list,
     one_of,
     read_addresses,
     to_bool,
@@ -40,7 +41,7 @@ from .config_walk import (
 )
 from .errors import CertificateError
 from .ratelimit.bucket import parse_rate
-from .units import is_valid_host, parse_address, parse_duration, parse_network, parse_share, parse_size
+from .units import is_valid_host, parse_address, parse_duration, parse_share, parse_size
 
 
 def read_https(s: Section) -> HTTPSListener | None:
@@ -166,17 +167,11 @@ def _limit_key(value: object) -> tuple[str, ...]:
 
 
 def read_access(s: Section) -> AccessRules:
-    lists: dict[str, list] = {"allow": [], "deny": []}
-    for name, found in lists.items():
-        for key, value in s.items(name):
-            try:
-                found.append(parse_network(value))
-            except ValueError as exc:
-                s.walker.error(key, str(exc))
+    allow, deny = network_list(s, "allow"), network_list(s, "deny")
     if not s.has("allow") and not s.has("deny"):
         s.walker.error(s.path, "give allow, deny or both (lists of addresses or CIDR networks)")
     s.done()
-    return AccessRules(tuple(lists["allow"]), tuple(lists["deny"]))
+    return AccessRules(allow, deny)
 
 
 def _patterns(value: object) -> tuple[str, ...]:

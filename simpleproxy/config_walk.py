@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 from .grammar import is_token
-from .units import parse_address, parse_duration
+from .units import parse_address, parse_duration, parse_network
 
 T = TypeVar("T")
 
@@ -175,6 +175,17 @@ def read_addresses(section: Section, name: str) -> list[tuple[str, int]]:
     if len(set(addresses)) != len(addresses):
         section.walker.error(section.key(name), "the same address is listed twice")
     return addresses
+
+
+def network_list(s: Section, key: str) -> tuple[Any, ...]:
+    """A list of addresses and CIDR networks (``10.0.0.0/8``, ``::1``), each problem by its key."""
+    found = []
+    for where, value in s.items(key):
+        try:
+            found.append(parse_network(value))
+        except ValueError as exc:
+            s.walker.error(where, str(exc))
+    return tuple(found)
 
 
 def token_list(s: Section, key: str, what: str, case: Callable[[str], str] = str.lower,

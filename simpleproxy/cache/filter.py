@@ -35,7 +35,6 @@ from .policy import (
     RequestDirectives,
     fields_of,
     not_modified,
-    parse_http_date,
     response_directives,
     reuse,
     stale_if_error,
