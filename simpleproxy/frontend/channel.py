@@ -28,11 +28,12 @@ import ssl
 import time
 from typing import Any, Callable
 
-from waitress.buffers import OverflowableBuffer, ReadOnlyFileBasedBuffer
+from waitress.buffers import ReadOnlyFileBasedBuffer
 from waitress.channel import ClientDisconnected, HTTPChannel
 from waitress.task import ErrorTask
 
 from ..errors import BadRequest, HeadTooLarge, NotImplementedHere, Overloaded, ProxyError, TooLarge
+from .buffers import ChunkBuffer
 from .parser import StrictRequestParser
 from .upgrade import UpgradeTask
 
@@ -184,6 +185,7 @@ class ProxyChannel(HTTPChannel):
 
     def __init__(self, server: Any, sock: Any, addr: Any, adj: Any, map: Any = None) -> None:
         HTTPChannel.__init__(self, server, sock, addr, adj, map)
+        self.outbufs = [ChunkBuffer(adj.outbuf_overflow)]  # waitress's copies every byte in and out (buffers.py)
         # waitress offers send() as much as the socket's send buffer holds (4 MiB on Linux loopback),
         # read from the output buffer (a file, once spilled) at every try: for a slow reader that
         # takes a few hundred bytes, most of a response read again at each try.
@@ -208,11 +210,11 @@ class ProxyChannel(HTTPChannel):
             size = len(data)
             if isinstance(data, ReadOnlyFileBasedBuffer):  # wsgi.file_wrapper
                 self.outbufs.append(data)
-                self.outbufs.append(OverflowableBuffer(self.adj.outbuf_overflow))
+                self.outbufs.append(ChunkBuffer(self.adj.outbuf_overflow))
                 self.current_outbuf_count = 0
             else:
                 if self.current_outbuf_count >= self.adj.outbuf_high_watermark:  # a new buffer now and then
-                    self.outbufs.append(OverflowableBuffer(self.adj.outbuf_overflow))
+                    self.outbufs.append(ChunkBuffer(self.adj.outbuf_overflow))
                     self.current_outbuf_count = 0
                 self.outbufs[-1].append(data)
                 self.current_outbuf_count += size

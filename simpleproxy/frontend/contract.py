@@ -77,7 +77,10 @@ USED: dict[str, dict[str, tuple[str, ...]]] = {
         "TransferEncodingNotImplemented": (),
     },
     "waitress.receiver": {"FixedStreamReceiver": ("__init__(cl, buf)",)},
-    "waitress.buffers": {"OverflowableBuffer": ("__init__(overflow)", "append(s)"), "ReadOnlyFileBasedBuffer": ()},
+    "waitress.buffers": {"OverflowableBuffer": ("__init__(overflow)",),
+                         "TempfileBasedBuffer": ("__init__(from_buffer)", "append(s)", "get(numbytes, skip)",
+                                                 "skip(numbytes, allow_prune)", "prune()", "close()"),
+                         "ReadOnlyFileBasedBuffer": ()},
     "waitress.utilities": {"Error": ("code", "reason", "body"), "BadRequest": ("code",), "build_http_date": ("(when)",)},
     "waitress.adjustments": {
         "Adjustments": (
