@@ -24,7 +24,7 @@ PLACEHOLDERS = ("client_ip", "host", "scheme", "path", "query", "request_id", "r
 RESPONSE_PLACEHOLDERS = PLACEHOLDERS + ("upstream", "status")
 _PLACEHOLDER = re.compile(r"(?<!\$)\{([a-z_]*)\}")  # not ${name}, a capture
 #: ``$1`` or ``${name}``: a capture of the route's path_regex in a redirect or rewrite
-_CAPTURE = re.compile(r"\$(?:([0-9])|\{([A-Za-z_][A-Za-z0-9_]*)\})")
+CAPTURE = re.compile(r"\$(?:([0-9])|\{([A-Za-z_][A-Za-z0-9_]*)\})")
 #: fields the proxy writes to backends itself (headers.py); a rule setting one would be overwritten
 #: or, worse, believed: named in the error with the setting that does the job
 _PROXY_WRITES = {
@@ -214,7 +214,7 @@ def read_match(s: Section) -> Match:
 
 def _captures(text: str, path_regex: str | None) -> str:
     """Why ``$1`` / ``${name}`` in ``text`` name nothing the route's path_regex captures ("" if fine)."""
-    found = _CAPTURE.findall(text)
+    found = CAPTURE.findall(text)
     if not found:
         return ""
     if path_regex is None:
@@ -255,7 +255,7 @@ def read_rewrite(s: Section, path_regex: str | None) -> Rewrite:
         s.walker.error(s.path, "a rewrite needs 'regex' and 'replace' (replace: \"/api/$1\")")
     elif regex:
         groups = re.compile(regex)
-        for number, name in _CAPTURE.findall(replace):
+        for number, name in CAPTURE.findall(replace):
             if (number and int(number) > groups.groups) or (name and name not in groups.groupindex):
                 s.walker.error(s.key("replace"), f"${number or '{' + name + '}'}: the rewrite's regex has no such group")
     s.done()

@@ -22,18 +22,17 @@ import re
 from typing import Any, Callable, Iterable, Sequence
 
 from .config import RouteConfig
+from .config_routes import CAPTURE
 from .errors import BadRequest, MethodNotAllowed, NoRoute
 from .matchers import Matcher
 from .observe.metrics import route_label
 from .request import normalize_path
 
-_CAPTURE = re.compile(r"\$(?:([0-9])|\{([A-Za-z_][A-Za-z0-9_]*)\})")
-
 
 def python_template(template: str) -> str:
     """``/api/$1`` and ``${name}`` (the configuration's captures) -> ``re``'s ``\\1``, ``\\g<name>``."""
     escaped = template.replace("\\", "\\\\")
-    return _CAPTURE.sub(lambda m: f"\\g<{m.group(1) or m.group(2)}>", escaped)
+    return CAPTURE.sub(lambda m: f"\\g<{m.group(1) or m.group(2)}>", escaped)
 
 
 class Route:
