@@ -83,3 +83,16 @@ def test_only_the_requests_own_thread_may_write_a_hint_and_only_before_the_answe
     assert hints("103 Early Hints", [("Link", "</a>")]) and written == [b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"]
     task.wrote_header = True
     assert not hints("103 Early Hints", [("Link", "</b>")]) and len(written) == 1
+
+
+def test_an_auth_services_early_hints_are_not_the_pages(raw_backend, proxy) -> None:
+    def service(conn: socket.socket) -> None:  # forward_auth's service: a hint of its own, then yes
+        while read_request(conn):
+            conn.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </login.css>; rel=preload\r\n\r\n"
+                         b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+    auth = raw_backend(service)
+    config = {**single_upstream(hinting_backend(raw_backend).url), "forward_auth": {"url": f"{auth.url}/verify"}}
+    p = proxy(config)
+    answer = exchange(p.port, b"GET / HTTP/1.1\r\nHost: site\r\n\r\n")
+    assert answer.startswith(HINT + b"HTTP/1.1 200 OK\r\n") and b"login.css" not in answer
