@@ -119,6 +119,9 @@ class ProxyChannel(HTTPChannel):
     error_task_class = FrontErrorTask
     #: a worker left output it could not send; the loop thread sends it as the client reads
     loop_flushes = False
+    #: the next write only appends: the task writes the response head and its first body bytes
+    #: back to back, and the second write sends both (upgrade.UpgradeTask.write)
+    hold_next = False
     #: close lingering (nginx's lingering_close): the answer refused a request the client may still send
     linger = False
     #: while lingering, when to give up reading (time.monotonic()); 0 when not lingering
@@ -221,6 +224,9 @@ class ProxyChannel(HTTPChannel):
             self.total_outbufs_len += size
             if self.loop_flushes:
                 return size  # the loop is sending as the client takes it
+            if self.hold_next:
+                self.hold_next = False
+                return size  # the head: sent with the body bytes written next
             _, failed = self._flush_exception(self._flush_some, do_close=False)
             if failed or self.total_outbufs_len:  # the client's socket is full: hand the rest to the loop
                 self.loop_flushes = True

@@ -51,6 +51,17 @@ class UpgradeTask(WSGITask):
             self.set_close_on_finish()  # with "Connection: close", so the client knows
         return build_response_head(self)  # waitress's head, built for less CPU
 
+    def write(self, data: bytes) -> None:
+        """waitress's, with the head and the first body bytes in one send(): waitress writes them one
+        after the other, and each write sends at once (channel.py), two system calls for a small
+        answer. The head's write only appends when body bytes follow in this same call."""
+        if not self.wrote_header and data and self.has_body:
+            self.channel.hold_next = True
+        try:
+            WSGITask.write(self, data)
+        finally:
+            self.channel.hold_next = False  # whatever happened, a later write sends
+
 
 class ChannelUpgrade:
     """The :class:`~simpleproxy.upgrade.UpgradeOffer` of one request on a waitress channel."""

@@ -110,3 +110,36 @@ def test_a_client_that_stops_reading_still_gets_every_byte(raw_backend, proxy) -
         total += len(data)
     assert total == size
     conn.close()
+
+
+def test_a_small_answer_goes_out_in_one_send_and_an_empty_one_still_goes(raw_backend, proxy, monkeypatch) -> None:
+    """The head and the first body bytes are one send() (two system calls were one too many);
+    a head with nothing after it is sent by the loop once the task ends."""
+    def script(conn: socket.socket) -> None:
+        while True:
+            head = read_request(conn)
+            if not head:
+                return
+            status = b"204 No Content" if b" /empty " in head else b"200 OK"
+            body = b"" if b" /empty " in head else b"x" * 1024
+            conn.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+    sends: list[int] = []
+    original = ProxyChannel.send
+
+    def counted(self, data, do_close=True):  # the real send, counted
+        sent = original(self, data, do_close)
+        sends.append(sent)
+        return sent
+
+    monkeypatch.setattr(ProxyChannel, "send", counted)
+    p = proxy(single_upstream(raw_backend(script).url))
+    conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=LONG_TIMEOUT)
+    conn.request("GET", "/small")
+    answer = conn.getresponse()
+    assert answer.read() == b"x" * 1024
+    assert len(sends) == 1 and sends[0] > 1024  # head and body together
+    conn.request("GET", "/empty")
+    empty = conn.getresponse()
+    assert empty.status == 204 and empty.read() == b""
+    conn.close()
