@@ -189,6 +189,9 @@ class ProxyChannel(HTTPChannel):
     def __init__(self, server: Any, sock: Any, addr: Any, adj: Any, map: Any = None) -> None:
         HTTPChannel.__init__(self, server, sock, addr, adj, map)
         self.outbufs = [ChunkBuffer(adj.outbuf_overflow)]  # waitress's copies every byte in and out (buffers.py)
+        births = getattr(server, "loop_births", None)  # a loop that asks only what changed (loop.py)
+        if births is not None:
+            births.add(self._fileno)
         # waitress offers send() as much as the socket's send buffer holds (4 MiB on Linux loopback),
         # read from the output buffer (a file, once spilled) at every try: for a slow reader that
         # takes a few hundred bytes, most of a response read again at each try.

@@ -45,15 +45,19 @@ _TASK = (
 USED: dict[str, dict[str, tuple[str, ...]]] = {
     "waitress": {"wasyncore": ()},
     "waitress.wasyncore": {
-        "dispatcher": ("__init__(sock, map)", "close()", "del_channel(map)", "accepting", "socket", "_map"),
+        "dispatcher": ("__init__(sock, map)", "close()", "del_channel(map)", "accepting", "socket", "_map",
+                       "_fileno", "readable()", "writable()"),
         "close_all": ("(map, ignore_all)",),
+        "poll2": ("(timeout, map)",),
+        "loop": ("(timeout, use_poll, map, count)",),
+        "readwrite": ("(obj, flags)",),
     },
     "waitress.server": {
         "create_server": ("(application, map)",),
         "BaseWSGIServer": (
             "channel_class", "maintenance(now)", "readable()", "handle_accept()", "add_task(task)",
             "pull_trigger()", "run()", "task_dispatcher", "trigger", "adj", "active_channels", "_map",
-            "effective_host", "effective_port", "application",
+            "effective_host", "effective_port", "application", "asyncore",
         ),
     },
     "waitress.trigger": {"trigger": ("pull_trigger(thunk)",)},

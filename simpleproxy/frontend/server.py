@@ -27,6 +27,7 @@ from . import contract
 from .channel import IN_MEMORY, OutputBudget, ProxyChannel
 from .guards import Shedder, guarded_channel_class, install_guards
 from .listeners import bind_all
+from .loop import ChangedOnly
 from .tls import HTTPSFront, tls_channel_class
 
 log = logging.getLogger("simpleproxy")
@@ -98,6 +99,20 @@ def waitress_settings(config: Config) -> dict[str, Any]:
     }
 
 
+class _LoopWith:
+    """What waitress's server runs its loop with (its ``asyncore``): wasyncore's loop, with our pass."""
+
+    def __init__(self, changed_only: ChangedOnly) -> None:
+        self._pass = changed_only
+
+    def loop(self, timeout: float = 30.0, use_poll: bool = False, map: Any = None, count: Any = None) -> None:
+        if not use_poll:
+            wasyncore.loop(timeout=timeout, use_poll=False, map=map, count=count)
+            return
+        while map:
+            self._pass.pass_(timeout, map)
+
+
 class Front:
     """The proxy's client side: waitress's loop and worker threads serving ``app`` on the
     configured addresses, the HTTPS listeners in the same loop, and the connection guards.
@@ -130,8 +145,14 @@ class Front:
         self.shedder = Shedder(settings.max_queue) if settings.max_queue else None
         #: all connections' response bytes waiting for their clients (server.max_buffered_total)
         self.output_budget = OutputBudget(settings.max_buffered_total)
+        #: the loop's pass on poll(): waitress's below loop.SMALL sockets, only what changed above
+        self._pass = ChangedOnly() if hasattr(select, "poll") else None
+        if self._pass is not None:
+            self._server.asyncore = _LoopWith(self._pass)
         for listener in self._listeners:
             listener.channel_class = channel_class
+            if self._pass is not None:
+                listener.loop_births = self._pass.born
             install_guards(listener, settings, self.output_budget)
             if self.shedder is not None:
                 self.shedder.install(listener)

@@ -179,6 +179,46 @@ def test_with_5000_idle_keep_alive_connections_a_new_client_is_served_within_a_s
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+def test_above_the_loops_small_map_every_connection_is_heard_again(proxy) -> None:
+    """Past loop.SMALL sockets the loop asks only what changed: a connection whose request a worker
+    answered is listened to again, a pipelined second request and one sent later are both
+    answered, and a connection the client closes is forgotten (frontend/loop.py)."""
+    from simpleproxy.frontend.loop import FULL_EVERY, SMALL
+
+    p = proxy({"routes": [{"respond": {"status": 200, "body": "ok"}}], "log": {"access": "off"}})
+    count = SMALL + 100
+    conns = [socket.create_connection(("127.0.0.1", p.port), timeout=LONG_TIMEOUT) for _ in range(count)]
+    try:
+        for round_ in range(3):
+            for i, sock in enumerate(conns):
+                twice = round_ == 1 and i % 2  # some pipeline two requests at once
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n" * (2 if twice else 1))
+            for i, sock in enumerate(conns):
+                expected = 2 if round_ == 1 and i % 2 else 1
+                answer = b""
+                while answer.count(b"HTTP/1.1 200 ") < expected or not answer.endswith(b"ok"):
+                    chunk = sock.recv(65536)
+                    assert chunk, f"connection {i} closed in round {round_}"
+                    answer += chunk
+        for sock in conns[: count // 2]:  # half leave; the rest are still served
+            sock.close()
+        for sock in conns[count // 2:]:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        # A request right after an answer is heard at once, not at the next pass that asks every
+        # socket (FULL_EVERY): the loop knew the connection's worker was done.
+        waits = []
+        for sock in conns[count // 2: count // 2 + 21]:
+            started = time.monotonic()
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+            waits.append(time.monotonic() - started)
+        assert sorted(waits)[10] < FULL_EVERY / 5, f"median wait {sorted(waits)[10]:.3f} s"
+    finally:
+        for sock in conns:
+            sock.close()
+
+
 def test_over_the_output_budget_the_slowest_readers_are_closed(raw_backend, proxy, caplog) -> None:
     caplog.set_level(logging.INFO, "simpleproxy.floods")
     size = 16 * MIB  # each waits for its client less what the kernel's socket buffers hold (a few MiB)
