@@ -22,7 +22,8 @@ from .grammar import HOP_BY_HOP, is_token
 #: the values a template may name: ``{client_ip}`` and so on (``{upstream}`` on the response side only)
 PLACEHOLDERS = ("client_ip", "host", "scheme", "path", "query", "request_id", "route", "method")
 RESPONSE_PLACEHOLDERS = PLACEHOLDERS + ("upstream", "status")
-_PLACEHOLDER = re.compile(r"(?<!\$)\{([a-z_]*)\}")  # not ${name}, a capture
+#: ``{client_ip}``: one of the names above in a template (not ``${name}``, a capture)
+PLACEHOLDER = re.compile(r"(?<!\$)\{([a-z_]+)\}")
 #: ``$1`` or ``${name}``: a capture of the route's path_regex in a redirect or rewrite
 CAPTURE = re.compile(r"\$(?:([0-9])|\{([A-Za-z_][A-Za-z0-9_]*)\})")
 #: fields the proxy writes to backends itself (headers.py); a rule setting one would be overwritten
@@ -133,7 +134,7 @@ def _field(value: object, where: str) -> str:
 
 def template_problem(text: str, allowed: tuple[str, ...]) -> str:
     """Why a template is refused ("" when it is not): an unknown ``{placeholder}``."""
-    for name in _PLACEHOLDER.findall(text):
+    for name in PLACEHOLDER.findall(text):
         if name not in allowed:
             return f"unknown placeholder {{{name}}}; known: " + ", ".join(f"{{{n}}}" for n in allowed)
     return ""

@@ -17,15 +17,12 @@ was validated when the request was read (no line breaks can come of them).
 
 from __future__ import annotations
 
-import re
 from typing import Any, Callable
 
-from .config_routes import SECURITY_HEADERS, HeaderRules
+from .config_routes import PLACEHOLDER, SECURITY_HEADERS, HeaderRules
 from .grammar import environ_key
 from .request import Request
 from .response import Handler, Response
-
-_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
 #: what each placeholder reads
 PLACEHOLDER_VALUES: dict[str, Callable[[Request, Any], str]] = {
@@ -49,7 +46,7 @@ class Template:
 
     def __init__(self, text: str) -> None:
         self.text = text
-        pieces = _PLACEHOLDER.split(text)  # literal, name, literal, name, ..., literal
+        pieces = PLACEHOLDER.split(text)  # literal, name, literal, name, ..., literal
         self.parts: list[str | Callable[[Request, Any], str]] = [
             piece if i % 2 == 0 else PLACEHOLDER_VALUES[piece] for i, piece in enumerate(pieces) if piece or i % 2
         ]

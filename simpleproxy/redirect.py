@@ -13,12 +13,13 @@ import re
 from http import HTTPStatus
 from typing import Any
 
-from .config_routes import Redirect
+from .config_routes import CAPTURE, PLACEHOLDER, Redirect
 from .header_rules import PLACEHOLDER_VALUES
 from .request import Request
 from .response import Response
 
-_PIECE = re.compile(r"\{([a-z_]+)\}|\$([0-9])|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+#: a placeholder (group 1) or a capture (``$1``: group 2, ``${name}``: group 3)
+_PIECE = re.compile(f"{PLACEHOLDER.pattern}|{CAPTURE.pattern}")
 
 
 class RedirectResponder:

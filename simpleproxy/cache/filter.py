@@ -21,7 +21,6 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 from ..config import CacheKey
 from ..errors import NotInCache, UpstreamError
-from ..interim import INTERIM
 from ..memo import Memo
 from ..request import Request, normalize_path
 from ..response import BodyStream, Handler, Response
@@ -375,8 +374,7 @@ class CacheFilter:
         if not leader:
             self._refresh_slots.release()
             return
-        sub = self._validation_request(request, entry)
-        sub.environ.pop(INTERIM, None)  # its client is answered already: no hint of this may reach it
+        sub = self._validation_request(request, entry)  # its 103s: refused off the request's thread (interim.py)
         thread = threading.Thread(
             target=self._refresh, args=(sub, next, entry, event), name="simpleproxy-cache-refresh", daemon=True
         )
