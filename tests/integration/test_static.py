@@ -35,6 +35,7 @@ def site(tmp_path: Path) -> Path:
     (root / "a:b.txt").write_text("a stream on Windows")
     (tmp_path / "outside.txt").write_text("outside the root")
     (root / "link.txt").symlink_to(tmp_path / "outside.txt")
+    (root / "elsewhere").symlink_to(tmp_path, target_is_directory=True)  # a directory link out of the root
     (root / "inner-link.txt").symlink_to(root / "app.js")
     return root
 
@@ -122,7 +123,7 @@ def test_directories_single_page_fallback_and_no_listings(site, proxy) -> None:
 
 @pytest.mark.parametrize("target", [
     "/../outside.txt", "/%2e%2e/outside.txt", "/sub/..%2F..%2Foutside.txt", "/..%5Coutside.txt",
-    "/link.txt", "/.env", "/nul.txt", "/NUL", "/a:b.txt", "/app.js::$DATA", "/C:%5Cwindows%5Cwin.ini",
+    "/link.txt", "/elsewhere/outside.txt", "/elsewhere/public/app.js", "/.env", "/nul.txt", "/NUL", "/a:b.txt", "/app.js::$DATA", "/C:%5Cwindows%5Cwin.ini",
     "/app.js.", "/app.js%20", "/%c0%ae%c0%ae/outside.txt", "/app.js%00.png",
 ])
 @pytest.mark.parametrize("at_admission", [True, False])
@@ -138,6 +139,7 @@ def test_every_way_out_of_the_root_is_refused(site, proxy, target, at_admission)
 def test_a_link_leaving_the_root_is_served_when_allowed(site, proxy) -> None:
     p = proxy(files(site, follow_symlinks=True))
     assert p.request("GET", "/link.txt")[1] == b"outside the root"
+    assert p.request("GET", "/elsewhere/outside.txt")[1] == b"outside the root"
 
 
 def test_without_a_file_wrapper_files_are_read_in_blocks(site) -> None:
