@@ -503,3 +503,24 @@ def test_a_request_just_before_sigterm_is_in_the_access_log(tmp_path, backend, h
     server.stop()  # SIGTERM at once, well within the flush interval
     logged = [json.loads(line) for line in access.read_text().splitlines()] if access.exists() else []
     assert [entry["target"] for entry in logged if entry["request_id"] == rid] == ["/api/last-one"], logged
+
+
+def test_as_middleware_a_route_whose_matchers_refuse_leaves_the_request_to_the_app() -> None:
+    from werkzeug.test import Client
+
+    def site(environ: dict, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"the site's own"]
+
+    config = config_from_dict({
+        "upstreams": {"hooks": {"servers": ["http://127.0.0.1:9"], "timeouts": {"connect": "1s"}}},
+        "routes": [{"path": "/hooks", "upstream": "hooks", "match": {"methods": ["POST"]}}],
+        "log": {"access": "off"},
+    })
+    middleware = ProxyMiddleware(site, config)
+    try:
+        client = Client(middleware)
+        assert client.get("/hooks/x").data == b"the site's own"  # GET: no route takes it
+        assert client.post("/hooks/x").status_code == 502  # POST: the proxy's (its backend is down)
+    finally:
+        middleware.close()
