@@ -251,13 +251,16 @@ class CacheFilter:
         event, leader = self.flights.join(key)
         if leader:
             return self._forward(request, next, directives, fwd, lambda: self.flights.land(key, event))
-        # Collapsed forwarding: wait for the leader's response to be stored, then reuse it.
-        if not self.flights.wait(event, self.lock_timeout):
-            log.info("waited %.1fs for another request to fetch %s; fetching it too", self.lock_timeout, key)
-        entry, _ = self.store.lookup(key, environ)
+        entry = self._follow(event, key, environ)
         if entry is not None:
             return self._reuse(request, next, entry, directives, collapsed=True)
         return self._forward(request, next, directives, fwd + "; collapsed=?0")
+
+    def _follow(self, event: threading.Event, key: str, environ: dict[str, Any]) -> Entry | None:
+        """Collapsed forwarding: wait for the request fetching ``key`` to store it; what it stored."""
+        if not self.flights.wait(event, self.lock_timeout):
+            log.info("waited %.1fs for another request to fetch %s; fetching it too", self.lock_timeout, key)
+        return self.store.lookup(key, environ)[0]
 
     @staticmethod
     def _bypass(request: Request, next: Handler) -> Response:
@@ -409,6 +412,13 @@ class CacheFilter:
         fwd: str,
         landed: Callable[[], None] | None = None,
     ) -> Response:
+        response, request_time, response_time = self._fetch(request, next, landed)
+        return self._admit(request, response, directives, request_time, response_time, fwd, landed)
+
+    def _fetch(
+        self, request: Request, next: Handler, landed: Callable[[], None] | None
+    ) -> tuple[Response, float, float]:
+        """The origin's response and when it was asked and answered; a failure lands the flight."""
         request_time = self.clock()
         try:
             response = next(request)
@@ -416,7 +426,7 @@ class CacheFilter:
             if landed is not None:
                 landed()
             raise
-        return self._admit(request, response, directives, request_time, self.clock(), fwd, landed)
+        return response, request_time, self.clock()
 
     def _range_miss(
         self, request: Request, next: Handler, directives: RequestDirectives, key: str, fwd: str
@@ -431,24 +441,17 @@ class CacheFilter:
             return _tag(next(request), f'fwd={fwd}; detail="range passed on: {passed[1]}"')
         event, leader = self.flights.join(key)
         if not leader:
-            if not self.flights.wait(event, self.lock_timeout):
-                log.info("waited %.1fs for another request to fetch %s; fetching the range", self.lock_timeout, key)
-            entry, _ = self.store.lookup(key, environ)
+            entry = self._follow(event, key, environ)
             if entry is not None:
                 return self._reuse(request, next, entry, directives, collapsed=True)
             return _tag(next(request), f"fwd={fwd}; collapsed=?0")
         landed = lambda: self.flights.land(key, event)  # noqa: E731
         whole = request.derive({k: v for k, v in environ.items() if k not in ("HTTP_RANGE", "HTTP_IF_RANGE")})
-        request_time = self.clock()
-        try:
-            response = next(whole)
-        except BaseException:
-            landed()
-            raise
-        entry, reason = self._entry(whole, response, directives, request_time, self.clock())
-        if entry is None or _status(response) != 200:
-            if _status(response) != 200:
-                return self._store(response, entry, reason, fwd, landed)
+        response, request_time, response_time = self._fetch(whole, next, landed)
+        entry, reason = self._entry(whole, response, directives, request_time, response_time)
+        if _status(response) != 200:
+            return self._store(response, entry, reason, fwd, landed)
+        if entry is None:
             _close(response)
             landed()
             self._passed_ranges.add(key, (self.clock() + _PASS_RANGES_FOR, reason))
