@@ -213,7 +213,7 @@ class StaticFiles:
             response = Response(status, [(n, v) for n, v in headers if n.lower() in keep] if keep else
                                 [("Content-Length", "0")], [])
         elif plan is not None:
-            ranges: Any = [] if file is None else _FileRanges(file, plan)
+            ranges: Any = [] if file is None else FileBody(file, plan.pieces, plan.end)
             response = Response(status, plan.headers(headers), ranges)
             if plan.status[0] == "4" and file is not None:
                 file.close()
@@ -223,7 +223,7 @@ class StaticFiles:
             body: Any = []
             if file is not None:
                 wrapper = environ.get("wsgi.file_wrapper")
-                body = wrapper(file, BLOCK) if wrapper is not None else FileBody(file, size)
+                body = wrapper(file, BLOCK) if wrapper is not None else FileBody(file, [(b"", 0, size - 1)])
             response = Response(status, headers, body)
         response.answer = "static"
         return response
@@ -250,40 +250,18 @@ def _precondition(environ: dict[str, Any], etag: str, mtime: float) -> str | Non
 
 
 class FileBody(BodyStream):
-    """A whole file, read a block at a time (for WSGI servers without ``wsgi.file_wrapper``)."""
+    """Pieces of a file read a block at a time as they are sent, each after the bytes that go before it
+    (a multipart range's delimiter and fields), then ``end``: the whole file for WSGI servers without
+    ``wsgi.file_wrapper``, or a range answer (its RangePlan's pieces)."""
 
-    __slots__ = ("file", "left")
+    __slots__ = ("file", "pieces", "end", "done")
 
-    def __init__(self, file: IO[bytes], size: int) -> None:
+    def __init__(self, file: IO[bytes], pieces: list[tuple[bytes, int, int]], end: bytes = b"") -> None:
         super().__init__()
-        self.file = file
-        self.left = size
+        self.file, self.pieces, self.end, self.done = file, pieces, end, False
 
     def __iter__(self) -> Iterator[bytes]:
-        while self.left > 0:
-            data = self.file.read(min(BLOCK, self.left))
-            if not data:
-                break  # the file shrank: the server sees the body end short, and closes
-            self.left -= len(data)
-            self.sent += len(data)
-            yield data
-
-    def close(self) -> None:
-        self.file.close()
-        self.finished(self.left == 0)
-
-
-class _FileRanges(BodyStream):
-    """The pieces of a range answer, read from the file as they are sent."""
-
-    __slots__ = ("file", "plan", "done")
-
-    def __init__(self, file: IO[bytes], plan: RangePlan) -> None:
-        super().__init__()
-        self.file, self.plan, self.done = file, plan, False
-
-    def __iter__(self) -> Iterator[bytes]:
-        for head, first, last in self.plan.pieces:
+        for head, first, last in self.pieces:
             if head:
                 self.sent += len(head)
                 yield head
@@ -292,13 +270,13 @@ class _FileRanges(BodyStream):
             while left > 0:
                 data = self.file.read(min(BLOCK, left))
                 if not data:
-                    return
+                    return  # the file shrank: the server sees the body end short, and closes
                 left -= len(data)
                 self.sent += len(data)
                 yield data
-        if self.plan.end:
-            self.sent += len(self.plan.end)
-            yield self.plan.end
+        if self.end:
+            self.sent += len(self.end)
+            yield self.end
         self.done = True
 
     def close(self) -> None:

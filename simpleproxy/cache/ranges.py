@@ -181,8 +181,7 @@ class RangeBody(BodyStream):
             if piece:
                 self.sent += len(piece)
                 yield piece
-        if index >= count and not self.given:  # a 416's empty answer
-            self.given = True
+        self.given = index >= count  # (a 416 has no piece: given once read)
         self.ended = True
 
     def close(self) -> None:
