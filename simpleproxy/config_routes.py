@@ -118,6 +118,11 @@ class ErrorPages:
     intercept: bool = False  #: also for a backend's answers of those statuses (nginx proxy_intercept_errors)
 
 
+def _scalar(value: object) -> str | None:
+    """A YAML scalar as the text of a value (``1`` is ``"1"``); None for a mapping, a list or a boolean."""
+    return str(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
+
+
 def _field(value: object, where: str) -> str:
     name = str(value).strip()
     if not is_token(name):
@@ -150,7 +155,7 @@ def read_header_rules(s: Section, where: str) -> HeaderRules:
             sub.taken.add(name)
             try:
                 field_ = _field(name, where)
-                text = str(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
+                text = _scalar(value)
                 if text is None or not _VALUE.fullmatch(text):
                     raise ValueError(f"expected a field value (text without line breaks), got {value!r}")
                 problem = template_problem(text, allowed)
@@ -188,7 +193,7 @@ def _values(s: Section, key: str, name_check: bool) -> tuple[tuple[str, str], ..
         if name_check and not is_token(str(name)):
             s.walker.error(where, f"{name!r} is not a field name")
             continue
-        text = str(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
+        text = _scalar(value)
         if text is None:
             s.walker.error(where, f"expected a value, or ~ and a regular expression, got {value!r}")
             continue
