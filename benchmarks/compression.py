@@ -13,9 +13,7 @@ rounds; loopback only, bounded in time.
 
 from __future__ import annotations
 
-import argparse
 import http.client
-import shutil
 import sys
 from pathlib import Path
 
@@ -38,17 +36,10 @@ def size_of(port: int, encoding: str) -> tuple[int, str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=4.0)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--skip-nginx", action="store_true")
-    bench.add_pin_option(parser)
+    parser = bench.wrk_parser(__doc__)
     args = parser.parse_args()
-    if not shutil.which("wrk"):
-        print("needs wrk (apt-get install wrk)")
+    if not bench.ready_for_wrk(args):
         return 1
-    bench.use_pinning(args.pin)
     with bench.workspace("simpleproxy-compression-bench-") as (workdir, procs):
         backend, backend_port = bench.start([sys.executable, str(HERE / "backend.py")], cpu=1)
         procs.append(backend)

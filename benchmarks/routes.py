@@ -17,7 +17,6 @@ Medians of the rounds; loopback only, bounded in time.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -109,18 +108,11 @@ def static_files(args: argparse.Namespace, workdir: Path, procs: list) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=4.0)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--skip-nginx", action="store_true")
+    parser = bench.wrk_parser(__doc__)
     parser.add_argument("--only", choices=("rules", "static"))
-    bench.add_pin_option(parser)
     args = parser.parse_args()
-    if not shutil.which("wrk"):
-        print("needs wrk (apt-get install wrk)")
+    if not bench.ready_for_wrk(args):
         return 1
-    bench.use_pinning(args.pin)
     with bench.workspace("simpleproxy-routes-bench-") as (workdir, procs):
         if args.only in (None, "rules"):
             rules_cost(args, workdir, procs)

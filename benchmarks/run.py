@@ -64,6 +64,27 @@ def add_pin_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def wrk_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options of a script that measures with wrk against nginx: --duration, --rounds,
+    --connections, --skip-nginx, --pin."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=4.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--skip-nginx", action="store_true")
+    add_pin_option(parser)
+    return parser
+
+
+def ready_for_wrk(args: argparse.Namespace) -> bool:
+    """False (said why) without wrk; else pinning set as asked."""
+    if not shutil.which("wrk"):
+        print("needs wrk (apt-get install wrk)")
+        return False
+    use_pinning(args.pin)
+    return True
+
+
 def use_pinning(on: bool) -> None:
     global PIN
     PIN = on
