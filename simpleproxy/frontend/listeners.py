@@ -8,6 +8,17 @@ and hands them over (``create_server(sockets=...)``); waitress's later attempt
 to add ``SO_REUSEADDR`` to an exclusive socket fails, and waitress ignores that
 failure. Elsewhere ``SO_REUSEADDR`` is kept: on POSIX systems it only allows
 rebinding over connections in TIME_WAIT after a restart.
+
+Every listener also bounds what an accepted connection's kernel send queue
+may hold unsent (``TCP_NOTSENT_LOWAT``, inherited at accept) until the client
+has read some of it (channel.py lifts the bound). Without it the kernel takes
+up to the whole send buffer (4 MiB on Linux loopback) from each connection,
+however slowly its client reads, and none of it counts in
+``server.max_buffered_total``: under slowhttptest's slow read, 1,500 clients
+reading 32 bytes every 5 s through a 512-byte window left 2.5 MB of kernel
+memory each (the window also cuts the queue into 512-byte packets, two
+thousand allocations per MiB), past the system's TCP memory limit, and 80% of
+the proxy's CPU went to those sends.
 """
 
 from __future__ import annotations
@@ -16,6 +27,10 @@ import socket
 from typing import Iterable
 
 from ..errors import ListenError
+
+#: bytes an accepted connection's send queue may hold that the kernel has not sent yet, until the
+#: client has read UNSENT_LOWAT (then the system's default: no bound; channel.py)
+UNSENT_LOWAT = 256 * 1024
 
 
 def bind_listener(family: int, sockaddr: tuple, backlog: int) -> socket.socket:
@@ -26,6 +41,8 @@ def bind_listener(family: int, sockaddr: tuple, backlog: int) -> socket.socket:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
         else:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "TCP_NOTSENT_LOWAT"):  # Linux, macOS; Windows sizes its send queue itself
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, UNSENT_LOWAT)
         if family == socket.AF_INET6:  # as waitress does: [::] means IPv6 only
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(sockaddr)

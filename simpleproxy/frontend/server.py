@@ -191,6 +191,10 @@ class Front:
         """Requests being served or waiting for a thread."""
         return self._dispatcher.active_count + len(self._dispatcher.queue)
 
+    def waiting_output(self) -> int:
+        """Response bytes the connections hold for their clients (what ``server.max_buffered_total`` bounds)."""
+        return sum(c.total_outbufs_len for c in self._connections())
+
     def answers_pending(self) -> bool:
         """Whether a connection has a request in progress or output its client has not read yet."""
         return any(c.requests or c.total_outbufs_len for c in self._connections())

@@ -16,6 +16,7 @@ import time
 import pytest
 
 from conftest import LONG_TIMEOUT, SHORT_TIMEOUT, read_request, single_upstream
+from simpleproxy.frontend.listeners import UNSENT_LOWAT
 
 MIB = 1024 * 1024
 
@@ -75,6 +76,41 @@ def test_a_slow_reader_does_not_hold_the_worker_thread(raw_backend, proxy) -> No
         received += len(chunk)
     reader.close()
     assert received == size
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_NOTSENT_LOWAT"), reason="no bound on a socket's unsent bytes here")
+def test_a_slow_readers_waiting_response_is_counted_not_left_in_the_kernel(raw_backend, proxy) -> None:
+    """The kernel would take up to 4 MiB (its loopback send buffer) of a response no one reads, outside
+    ``server.max_buffered_total``; bounded, it keeps at most UNSENT_LOWAT and the proxy counts the rest."""
+    size, sent_all = 8 * MIB, threading.Event()
+    p = proxy(single_upstream(large_backend(raw_backend, size, sent_all).url))
+    reader = small_receiver()
+    reader.connect(("127.0.0.1", p.port))
+    reader.sendall(b"GET /large HTTP/1.1\r\nHost: h\r\n\r\n")  # and then reads nothing
+    assert sent_all.wait(LONG_TIMEOUT)
+    until(lambda: p.server.front.waiting_output() >= size - UNSENT_LOWAT - 64 * 1024,
+          f"the kernel took more than {UNSENT_LOWAT} bytes: only {p.server.front.waiting_output()} are counted")
+    reader.close()
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_NOTSENT_LOWAT"), reason="no bound on a socket's unsent bytes here")
+def test_a_client_that_reads_gets_the_whole_send_queue_back(raw_backend, proxy) -> None:
+    p = proxy(single_upstream(large_backend(raw_backend, 2 * MIB).url))
+    with socket.create_connection(("127.0.0.1", p.port), timeout=LONG_TIMEOUT) as client:
+        until(lambda: p.server.open_connections() == 1, "the connection was not accepted")
+        (channel,) = p.server.front._connections()
+        bound = lambda: channel.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT)  # noqa: E731
+        assert bound() == UNSENT_LOWAT  # inherited from the listener
+        client.sendall(b"GET /large HTTP/1.1\r\nHost: h\r\n\r\n")
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += client.recv(65536)
+        left = 2 * MIB - len(received.partition(b"\r\n\r\n")[2])
+        while left > 0:
+            chunk = client.recv(MIB)
+            assert chunk
+            left -= len(chunk)
+        assert bound() == 0  # the system's default: no bound
 
 
 def test_a_trickled_body_is_cut_at_the_minimum_request_rate(backends, proxy, caplog) -> None:
@@ -221,7 +257,7 @@ def test_above_the_loops_small_map_every_connection_is_heard_again(proxy) -> Non
 
 def test_over_the_output_budget_the_slowest_readers_are_closed(raw_backend, proxy, caplog) -> None:
     caplog.set_level(logging.INFO, "simpleproxy.floods")
-    size = 16 * MIB  # each waits for its client less what the kernel's socket buffers hold (a few MiB)
+    size = 16 * MIB  # each waits for its client less what the kernel holds unsent (listeners.UNSENT_LOWAT)
     p = proxy({**single_upstream(large_backend(raw_backend, size).url),
                "server": {"threads": 1, "max_buffered_total": "16MiB", "min_response_rate": 0}})
     readers = []
