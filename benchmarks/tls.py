@@ -16,8 +16,9 @@ one that decrypts and then forwards plaintext to waitress over a socket, would a
    connections one after another, each sending one GET of 1 KiB, full handshakes
    (``-new``) and resumed ones (``-reuse``), TLS 1.3 and 1.2, with an ECDSA P-256 and
    an RSA 2048 certificate; the server's CPU (all its threads, from /proc) divided by
-   the connections made, beside nginx's worker with the same certificate, and how
-   many reconnections resumed. Plain HTTP connections (one request each) are measured
+   the connections made, beside nginx's worker with the same certificate and beside
+   the floor of any Python server on the ``ssl`` module (benchmarks/ssl_floor.py: one
+   thread answering from memory), and how many reconnections resumed. Plain HTTP connections (one request each) are measured
    the same way, as the floor under every TLS figure.
 Nothing pinned (simpleproxy binds itself to one CPU); ``--pin`` puts the servers on
 CPU 0 and wrk and the backend on CPU 1, as benchmarks/run.py does. Needs
@@ -134,6 +135,9 @@ def handshake_cpu(args: argparse.Namespace, workdir: Path, backend_port: int) ->
                                                             backend_port)
             procs.append(proc)
             servers["simpleproxy"] = (proc, proc.pid, https_port, http_port)
+            floor, floor_https = bench.start([sys.executable, str(HERE / "ssl_floor.py"), str(cert), str(key)], cpu=0)
+            procs.append(floor)
+            servers["python ssl floor"] = (floor, floor.pid, floor_https, int(floor.stdout.readline()))  # type: ignore[union-attr]
             if not args.skip_nginx:
                 ng_https = bench.free_port()
                 ng = bench.start_nginx(workdir, backend_port,
@@ -169,7 +173,10 @@ def handshake_cpu(args: argparse.Namespace, workdir: Path, backend_port: int) ->
                 line += f" ({resumed}/{made - 1} resumed)"
         if ours and "nginx" in by_server:
             line += f"  = {ours[0] / by_server['nginx'][0]:.2f}x nginx"
+            line += f" (floor {by_server['python ssl floor'][0] / by_server['nginx'][0]:.2f}x)"
         print(line)
+    print("  python ssl floor: benchmarks/ssl_floor.py, one thread answering from memory (no proxying), the least"
+          " a server on Python's ssl pays")
 
 
 def main() -> int:
