@@ -34,7 +34,7 @@ from waitress.task import ErrorTask
 
 from ..errors import BadRequest, HeadTooLarge, NotImplementedHere, Overloaded, ProxyError, TooLarge
 from .buffers import ChunkBuffer
-from .listeners import UNSENT_LOWAT
+from .listeners import NOTSENT_LOWAT, UNSENT_LOWAT, unbound_unsent
 from .parser import StrictRequestParser
 from .upgrade import UpgradeTask
 
@@ -135,7 +135,7 @@ class ProxyChannel(HTTPChannel):
     #: (time.monotonic(), bytes_sent) when the rate is next measured from; None without waiting output
     rate_mark: tuple[float, int] | None = None
     #: the kernel still holds at most UNSENT_LOWAT unsent bytes for this client (listeners.py)
-    paced = hasattr(socket, "TCP_NOTSENT_LOWAT")
+    paced = NOTSENT_LOWAT is not None
 
     def keep_counted(self) -> Callable[[], None]:
         """For a connection leaving as a tunnel (upgrade.py): what ends its count once it closes.
@@ -256,10 +256,7 @@ class ProxyChannel(HTTPChannel):
         self.bytes_sent += waiting - self.total_outbufs_len
         if self.paced and self.bytes_sent >= LIFT_AFTER:
             self.paced = False
-            try:  # 0: the system's default (sysctl net.ipv4.tcp_notsent_lowat, no bound unless set)
-                self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 0)
-            except OSError:
-                pass  # closed meanwhile, or a socket that is no TCP one
+            unbound_unsent(self.socket)
         if not self.total_outbufs_len:
             self.loop_flushes = False
         return sent

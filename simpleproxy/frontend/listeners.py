@@ -31,6 +31,9 @@ from ..errors import ListenError
 #: bytes an accepted connection's send queue may hold that the kernel has not sent yet, until the
 #: client has read UNSENT_LOWAT (then the system's default: no bound; channel.py)
 UNSENT_LOWAT = 256 * 1024
+#: the socket option that bounds them, where the platform has one (Linux, macOS; not Windows, which
+#: sizes its send queues itself)
+NOTSENT_LOWAT: int | None = getattr(socket, "TCP_NOTSENT_LOWAT", None)
 
 
 def bind_listener(family: int, sockaddr: tuple, backlog: int) -> socket.socket:
@@ -41,8 +44,8 @@ def bind_listener(family: int, sockaddr: tuple, backlog: int) -> socket.socket:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
         else:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if hasattr(socket, "TCP_NOTSENT_LOWAT"):  # Linux, macOS; Windows sizes its send queue itself
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, UNSENT_LOWAT)
+        if NOTSENT_LOWAT is not None:  # inherited by every accepted connection
+            sock.setsockopt(socket.IPPROTO_TCP, NOTSENT_LOWAT, UNSENT_LOWAT)
         if family == socket.AF_INET6:  # as waitress does: [::] means IPv6 only
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(sockaddr)
@@ -51,6 +54,16 @@ def bind_listener(family: int, sockaddr: tuple, backlog: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def unbound_unsent(sock: socket.socket) -> None:
+    """Give a connection the system's default bound on unsent bytes back (0: ``sysctl
+    net.ipv4.tcp_notsent_lowat``, none unless set there)."""
+    if NOTSENT_LOWAT is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, NOTSENT_LOWAT, 0)
+        except OSError:
+            pass  # closed meanwhile
 
 
 def _resolved(host: str, port: int) -> list[tuple[int, tuple]]:

@@ -127,10 +127,9 @@ def test_a_small_answer_goes_out_in_one_send_and_an_empty_one_still_goes(raw_bac
     sends: list[int] = []
     original = ProxyChannel.send
 
-    def counted(self, data, do_close=True):  # the real send, counted
-        sent = original(self, data, do_close)
-        sends.append(sent)
-        return sent
+    def counted(self, data, do_close=True):  # the real send, counted before it goes: once the client has
+        sends.append(len(data))             # the bytes, every send that carried them is in the list
+        return original(self, data, do_close)
 
     monkeypatch.setattr(ProxyChannel, "send", counted)
     p = proxy(single_upstream(raw_backend(script).url))

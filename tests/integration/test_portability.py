@@ -209,7 +209,8 @@ class RecordingSocket:
 
 def test_on_windows_a_listener_is_bound_exclusively_and_never_reusable(monkeypatch) -> None:
     made: list[RecordingSocket] = []
-    monkeypatch.setattr(socket, "SO_EXCLUSIVEADDRUSE", -5, raising=False)  # as on Windows
+    monkeypatch.setattr(socket, "SO_EXCLUSIVEADDRUSE", -5, raising=False)  # as on Windows,
+    monkeypatch.setattr(listeners, "NOTSENT_LOWAT", None)  # which has no bound on unsent bytes
     monkeypatch.setattr(socket, "socket", lambda family, kind: made.append(RecordingSocket(family, kind)) or made[-1])
     listeners.bind_listener(socket.AF_INET, ("127.0.0.1", 8080), 128)
     assert made[0].calls == [("setsockopt", -5), ("bind", ("127.0.0.1", 8080)), ("listen", 128)]

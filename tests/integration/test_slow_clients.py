@@ -16,7 +16,7 @@ import time
 import pytest
 
 from conftest import LONG_TIMEOUT, SHORT_TIMEOUT, read_request, single_upstream
-from simpleproxy.frontend.listeners import UNSENT_LOWAT
+from simpleproxy.frontend.listeners import NOTSENT_LOWAT, UNSENT_LOWAT
 
 MIB = 1024 * 1024
 
@@ -78,7 +78,7 @@ def test_a_slow_reader_does_not_hold_the_worker_thread(raw_backend, proxy) -> No
     assert received == size
 
 
-@pytest.mark.skipif(not hasattr(socket, "TCP_NOTSENT_LOWAT"), reason="no bound on a socket's unsent bytes here")
+@pytest.mark.skipif(NOTSENT_LOWAT is None, reason="no bound on a socket's unsent bytes here")
 def test_a_slow_readers_waiting_response_is_counted_not_left_in_the_kernel(raw_backend, proxy) -> None:
     """The kernel would take up to 4 MiB (its loopback send buffer) of a response no one reads, outside
     ``server.max_buffered_total``; bounded, it keeps at most UNSENT_LOWAT and the proxy counts the rest."""
@@ -93,13 +93,13 @@ def test_a_slow_readers_waiting_response_is_counted_not_left_in_the_kernel(raw_b
     reader.close()
 
 
-@pytest.mark.skipif(not hasattr(socket, "TCP_NOTSENT_LOWAT"), reason="no bound on a socket's unsent bytes here")
+@pytest.mark.skipif(NOTSENT_LOWAT is None, reason="no bound on a socket's unsent bytes here")
 def test_a_client_that_reads_gets_the_whole_send_queue_back(raw_backend, proxy) -> None:
     p = proxy(single_upstream(large_backend(raw_backend, 2 * MIB).url))
     with socket.create_connection(("127.0.0.1", p.port), timeout=LONG_TIMEOUT) as client:
         until(lambda: p.server.open_connections() == 1, "the connection was not accepted")
         (channel,) = p.server.front._connections()
-        bound = lambda: channel.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT)  # noqa: E731
+        bound = lambda: channel.socket.getsockopt(socket.IPPROTO_TCP, NOTSENT_LOWAT)  # noqa: E731
         assert bound() == UNSENT_LOWAT  # inherited from the listener
         client.sendall(b"GET /large HTTP/1.1\r\nHost: h\r\n\r\n")
         received = b""
