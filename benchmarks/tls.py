@@ -18,8 +18,11 @@ one that decrypts and then forwards plaintext to waitress over a socket, would a
    an RSA 2048 certificate; the server's CPU (all its threads, from /proc) divided by
    the connections made, beside nginx's worker with the same certificate and beside
    the floor of any Python server on the ``ssl`` module (benchmarks/ssl_floor.py: one
-   thread answering from memory), and how many reconnections resumed. Plain HTTP connections (one request each) are measured
-   the same way, as the floor under every TLS figure.
+   thread answering from memory), and how many reconnections resumed. Plain HTTP
+   connections (one request each) are measured the same way, as the floor under every
+   TLS figure, for the waitress hello-world too; the "design floor" of each TLS row is
+   the hello-world's plain connection plus what TLS adds to the ssl floor's: the least a
+   server on waitress, a thread per request, can pay for that connection.
 Nothing pinned (simpleproxy binds itself to one CPU); ``--pin`` puts the servers on
 CPU 0 and wrk and the backend on CPU 1, as benchmarks/run.py does. Needs
 wrk (built with OpenSSL, as Debian's is) and trustme (``pip install .[test]``).
@@ -28,6 +31,7 @@ wrk (built with OpenSSL, as Debian's is) and trustme (``pip install .[test]``).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import socket
@@ -128,7 +132,7 @@ def handshake_cpu(args: argparse.Namespace, workdir: Path, backend_port: int) ->
         cert, key = workdir / f"{key_type.name}.pem", workdir / f"{key_type.name}.key"
         leaf.cert_chain_pems[0].write_to_path(str(cert))
         leaf.private_key_pem.write_to_path(str(key))
-        servers: dict[str, tuple[subprocess.Popen, int, int, int]] = {}  # name -> (proc, cpu pid, https, http)
+        servers: dict[str, tuple[subprocess.Popen, int, int | None, int]] = {}  # name -> (proc, cpu pid, https, http)
         procs: list[subprocess.Popen] = []
         try:
             proc, http_port, https_port = start_https_proxy(workdir, f"cpu-{key_type.name}", cert, key, args.threads,
@@ -138,6 +142,10 @@ def handshake_cpu(args: argparse.Namespace, workdir: Path, backend_port: int) ->
             floor, floor_https = bench.start([sys.executable, str(HERE / "ssl_floor.py"), str(cert), str(key)], cpu=0)
             procs.append(floor)
             servers["python ssl floor"] = (floor, floor.pid, floor_https, int(floor.stdout.readline()))  # type: ignore[union-attr]
+            hello, hello_port = bench.start([sys.executable, str(HERE / "refs.py"), "hello", str(args.threads)], cpu=0,
+                                            env=dict(os.environ, PYTHONPATH=str(HERE.parent)))
+            procs.append(hello)
+            servers["waitress hello-world"] = (hello, hello.pid, None, hello_port)  # plain HTTP only
             if not args.skip_nginx:
                 ng_https = bench.free_port()
                 ng = bench.start_nginx(workdir, backend_port,
@@ -148,18 +156,28 @@ def handshake_cpu(args: argparse.Namespace, workdir: Path, backend_port: int) ->
                     bench.wait_port(ng_https)
                     servers["nginx"] = (ng[0], _nginx_worker(ng[0]), ng_https, ng[1])
             for name, (_, pid, https, http) in servers.items():
-                _s_time(https, "1.3", False, 1)  # warm up: imports, pools, the backend connection
+                _s_time(http, None, False, 1)  # warm up: imports, pools, the backend connection
+                if https is not None:
+                    _s_time(https, "1.3", False, 1)
             samples: dict[tuple[str, str, str], list[tuple[float, int, int]]] = {}
             for _ in range(args.rounds):  # the servers in turn, so that drift in the machine hits both
                 for label, version, reuse in kinds + [("plain HTTP", None, False)]:
                     for name, (_, pid, https, http) in servers.items():
+                        port = http if version is None else https
+                        if port is None:
+                            continue  # plain HTTP only (the hello-world)
                         before = _cpu_seconds(pid)
-                        made, resumed = _s_time(http if version is None else https, version, reuse, args.cpu_seconds)
+                        made, resumed = _s_time(port, version, reuse, args.cpu_seconds)
                         used = _cpu_seconds(pid) - before
                         samples.setdefault((key_name if version else "no TLS", label, name), []).append(
                             (used / max(made, 1) * 1e6, made, resumed))
             for (row, label, name), values in samples.items():
                 rows.setdefault((row, label), {})[name] = sorted(values)[len(values) // 2]
+            plain = rows[("no TLS", "plain HTTP")]
+            for label, _, _ in kinds:  # the design's floor: waitress's own connection plus what ssl adds
+                by_server = rows[(key_name, label)]
+                tls_share = by_server["python ssl floor"][0] - plain["python ssl floor"][0]
+                by_server["design floor"] = (plain["waitress hello-world"][0] + tls_share, 0, 0)
         finally:
             bench.stop_all(procs)
     print(f"\nCPU per new connection (one 1 KiB GET each), us of server CPU, medians of {args.rounds} runs of "
@@ -169,14 +187,17 @@ def handshake_cpu(args: argparse.Namespace, workdir: Path, backend_port: int) ->
         line = f"  {key_name:12} {label:16}"
         for name, (us, made, resumed) in by_server.items():
             line += f"  {name} {us:7.0f}"
-            if "resumed" in label:
+            if "resumed" in label and made:
                 line += f" ({resumed}/{made - 1} resumed)"
         if ours and "nginx" in by_server:
-            line += f"  = {ours[0] / by_server['nginx'][0]:.2f}x nginx"
-            line += f" (floor {by_server['python ssl floor'][0] / by_server['nginx'][0]:.2f}x)"
+            nginx = by_server["nginx"][0]
+            line += f"  = {ours[0] / nginx:.2f}x nginx"
+            line += "".join(f", {name} {by_server[name][0] / nginx:.2f}x" for name in ("python ssl floor", "design floor")
+                            if name in by_server)
         print(line)
-    print("  python ssl floor: benchmarks/ssl_floor.py, one thread answering from memory (no proxying), the least"
-          " a server on Python's ssl pays")
+    print("  python ssl floor: benchmarks/ssl_floor.py, one thread answering from memory (no proxying), the least\n"
+          "    a server on Python's ssl pays; design floor: the waitress hello-world's plain connection (no\n"
+          "    proxying) plus what TLS adds to the ssl floor's: the least the design card's server can pay")
 
 
 def main() -> int:
