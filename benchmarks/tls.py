@@ -142,8 +142,10 @@ def handshake_cpu(args: argparse.Namespace, workdir: Path, backend_port: int) ->
             floor, floor_https = bench.start([sys.executable, str(HERE / "ssl_floor.py"), str(cert), str(key)], cpu=0)
             procs.append(floor)
             servers["python ssl floor"] = (floor, floor.pid, floor_https, int(floor.stdout.readline()))  # type: ignore[union-attr]
-            hello, hello_port = bench.start([sys.executable, str(HERE / "refs.py"), "hello", str(args.threads)], cpu=0,
-                                            env=dict(os.environ, PYTHONPATH=str(HERE.parent)))
+            hello_cmd = [sys.executable, str(HERE / "refs.py"), "hello", str(args.threads)]
+            if not bench.PIN:  # bound to one CPU, as simpleproxy binds itself (cpu_affinity: auto, the last CPU)
+                hello_cmd = bench.taskset((os.cpu_count() or 1) - 1, hello_cmd)
+            hello, hello_port = bench.start(hello_cmd, cpu=0, env=dict(os.environ, PYTHONPATH=str(HERE.parent)))
             procs.append(hello)
             servers["waitress hello-world"] = (hello, hello.pid, None, hello_port)  # plain HTTP only
             if not args.skip_nginx:
@@ -169,11 +171,11 @@ def handshake_cpu(args: argparse.Namespace, workdir: Path, backend_port: int) ->
                         before = _cpu_seconds(pid)
                         made, resumed = _s_time(port, version, reuse, args.cpu_seconds)
                         used = _cpu_seconds(pid) - before
-                        samples.setdefault((key_name if version else "no TLS", label, name), []).append(
+                        samples.setdefault((key_name, label, name), []).append(
                             (used / max(made, 1) * 1e6, made, resumed))
             for (row, label, name), values in samples.items():
                 rows.setdefault((row, label), {})[name] = sorted(values)[len(values) // 2]
-            plain = rows[("no TLS", "plain HTTP")]
+            plain = rows[(key_name, "plain HTTP")]  # measured in the same rounds
             for label, _, _ in kinds:  # the design's floor: waitress's own connection plus what ssl adds
                 by_server = rows[(key_name, label)]
                 tls_share = by_server["python ssl floor"][0] - plain["python ssl floor"][0]

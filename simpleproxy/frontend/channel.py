@@ -50,7 +50,8 @@ LINGER_BYTES = 1024 * 1024
 IN_MEMORY = 1024 * 1024
 #: the most offered to one send(); waitress offers the whole send buffer's size
 SEND_CHUNK = 256 * 1024
-#: once this much was sent, the client has read at least UNSENT_LOWAT of it: its connection's send
+#: once the kernel took this much, at least UNSENT_LOWAT of it has left for the client (acknowledged or
+#: in flight; a reader with a tiny window cannot get there without reading): the connection's send
 #: queue gets the system's default size back (listeners.py)
 LIFT_AFTER = 2 * UNSENT_LOWAT
 
@@ -247,12 +248,15 @@ class ProxyChannel(HTTPChannel):
 
         Called with ``outbuf_lock`` held, or by the loop thread when no request
         is being served (no worker then touches the channel). A client that has
-        read a few hundred KiB is no slow reader: its send queue is unbounded
-        again, so a fast download wakes the loop for every few MiB, not for every
+        taken a few hundred KiB is no 512-byte-window slow reader: its send queue
+        is unbounded again, so a fast download wakes the loop for every few MiB, not for every
         128 KiB (a bounded queue cost a quarter of 16 clients' 10 MiB throughput).
         """
         waiting = self.total_outbufs_len
         sent = HTTPChannel._flush_some(self, do_close)
+        if not self.connected:  # the send failed and closed the channel, emptying its buffers
+            self.loop_flushes = False
+            return sent
         self.bytes_sent += waiting - self.total_outbufs_len
         if self.paced and self.bytes_sent >= LIFT_AFTER:
             self.paced = False

@@ -270,8 +270,8 @@ class SmallServer:
 
     def __init__(self, app: Any, addresses: Iterable[tuple[str, int]], backlog: int, key: str, ident: str) -> None:
         self._map: dict[int, Any] = {}
-        self._server = create_server(app, map=self._map, sockets=bind_all(addresses, backlog, key), threads=2,
-                                     ident=ident, expose_tracebacks=False)
+        self._server = create_server(app, map=self._map, sockets=bind_all(addresses, backlog, key, bound_unsent=False),
+                                     threads=2, ident=ident, expose_tracebacks=False)
         self._listener = next(o for o in self._map.values() if isinstance(o, BaseWSGIServer))
 
     @property

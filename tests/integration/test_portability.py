@@ -225,3 +225,13 @@ def test_a_second_listener_on_the_same_port_is_refused() -> None:
     finally:
         first.close()
 
+
+
+def test_a_kernel_that_refuses_the_unsent_bound_still_gets_a_listener(monkeypatch) -> None:
+    """WSL 1 and some sandboxes define TCP_NOTSENT_LOWAT but refuse it: the proxy starts unbounded."""
+    monkeypatch.setattr(listeners, "NOTSENT_LOWAT", 0x7FFF)  # an option number no kernel knows
+    (sock,) = listeners.bind_all([("127.0.0.1", 0)], 16)
+    try:
+        assert sock.getsockname()[1]
+    finally:
+        sock.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import struct
 import threading
 import time
 
@@ -91,6 +92,22 @@ def test_a_slow_readers_waiting_response_is_counted_not_left_in_the_kernel(raw_b
     until(lambda: p.server.front.waiting_output() >= size - UNSENT_LOWAT - 64 * 1024,
           f"the kernel took more than {UNSENT_LOWAT} bytes: only {p.server.front.waiting_output()} are counted")
     reader.close()
+
+
+def test_a_slow_reader_that_resets_while_its_answer_waits_is_closed_quietly(raw_backend, proxy, caplog) -> None:
+    """A send that fails closes the channel and empties its buffers; nothing is counted as sent after that
+    (it once counted the whole buffer, lifted the bound on a socket gone, and waitress logged a traceback)."""
+    caplog.set_level(logging.ERROR)
+    p = proxy(single_upstream(large_backend(raw_backend, 8 * MIB).url))
+    for _ in range(5):
+        reader = small_receiver()
+        reader.connect(("127.0.0.1", p.port))
+        reader.sendall(b"GET /large HTTP/1.1\r\nHost: h\r\n\r\n")
+        until(lambda: p.server.front.waiting_output() > 0, "no answer waits for the reader")
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        reader.close()  # a reset, with most of the answer still waiting
+        until(lambda: p.server.open_connections() == 0, "the connection stayed open")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 @pytest.mark.skipif(NOTSENT_LOWAT is None, reason="no bound on a socket's unsent bytes here")
