@@ -249,8 +249,9 @@ class ProxyChannel(HTTPChannel):
         Called with ``outbuf_lock`` held, or by the loop thread when no request
         is being served (no worker then touches the channel). A client that has
         taken a few hundred KiB is no 512-byte-window slow reader: its send queue
-        is unbounded again, so a fast download wakes the loop for every few MiB, not for every
-        128 KiB (a bounded queue cost a quarter of 16 clients' 10 MiB throughput).
+        is unbounded again, so a fast download wakes the loop for every few MiB,
+        not for every 128 KiB (a bounded queue cost a quarter of 16 clients' 10 MiB
+        throughput).
         """
         waiting = self.total_outbufs_len
         sent = HTTPChannel._flush_some(self, do_close)

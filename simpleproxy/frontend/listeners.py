@@ -32,7 +32,7 @@ from typing import Iterable
 from ..errors import ListenError
 
 #: bytes an accepted connection's send queue may hold that the kernel has not sent yet, until the
-#: client has read UNSENT_LOWAT (then the system's default: no bound; channel.py)
+#: client has taken UNSENT_LOWAT (then the system's default: no bound; channel.py)
 UNSENT_LOWAT = 256 * 1024
 #: the socket option that bounds them, where the platform has one (Linux, macOS; not Windows, which
 #: sizes its send queues itself)
