@@ -165,14 +165,22 @@ def read_header_rules(s: Section, where: str) -> HeaderRules:
                 s.walker.error(sub.key(str(name)), str(exc))
                 continue
             pairs.append((field_, text))
-    removed = []
-    for key, value in s.items("remove"):
-        try:
-            removed.append(_field(value, where).lower())
-        except ValueError as exc:
-            s.walker.error(key, str(exc))
+    removed = [name.lower() for name in s.each("remove", lambda value: _field(value, where))]
     s.done()
     return HeaderRules(tuple(found["set"]), tuple(found["add"]), tuple(removed))
+
+
+def _index_name(value: object) -> str:
+    name = str(value)
+    if "/" in name or "\\" in name or name in (".", ".."):
+        raise ValueError(f"{value!r}: a file name in the directory asked for")
+    return name
+
+
+def _precompressed(value: object) -> str:
+    if value not in ("br", "zstd", "gzip"):
+        raise ValueError(f"expected br, zstd or gzip, got {value!r}")
+    return str(value)
 
 
 def _pattern(value: object) -> str:
@@ -294,21 +302,8 @@ def read_static(s: Section) -> Static:
         root = s.walker.base_dir / root
     if s.has("root") and not root.is_dir():
         s.walker.error(s.key("root"), f"{str(root)!r} is not a directory")
-    index = []
-    for key, value in s.items("index"):
-        name = str(value)
-        if "/" in name or "\\" in name or name in (".", ".."):
-            s.walker.error(key, f"{value!r}: a file name in the directory asked for")
-        else:
-            index.append(name)
-    if not s.has("index"):
-        index = ["index.html"]
-    precompressed = []
-    for key, value in s.items("precompressed"):
-        if value not in ("br", "zstd", "gzip"):
-            s.walker.error(key, f"expected br, zstd or gzip, got {value!r}")
-        else:
-            precompressed.append(str(value))
+    index = s.each("index", _index_name) if s.has("index") else ["index.html"]
+    precompressed = s.each("precompressed", _precompressed)
     cache_control = s.get("cache_control", to_text, None)
     fallback = s.get("fallback", to_text, None)
     if fallback is not None and not fallback.startswith("/"):

@@ -78,6 +78,17 @@ class Section:
         for i, item in enumerate(value):
             yield f"{self.key(name)}[{i}]", item
 
+    def each(self, name: str, convert: Callable[[Any], T]) -> list[T]:
+        """Every element of a list through ``convert``, as :meth:`get` does one value: a
+        ``ValueError`` is reported at the element's own key and the element left out."""
+        found = []
+        for where, value in self.items(name):
+            try:
+                found.append(convert(value))
+            except ValueError as exc:
+                self.walker.error(where, str(exc))
+        return found
+
     def done(self) -> None:
         for unknown in sorted(set(self.data) - self.taken, key=str):
             hint = did_you_mean(str(unknown), self.taken)
@@ -164,12 +175,7 @@ def to_readable_file(value: object) -> str:
 
 
 def read_addresses(section: Section, name: str) -> list[tuple[str, int]]:
-    addresses = []
-    for key, value in section.items(name):
-        try:
-            addresses.append(parse_address(value))
-        except ValueError as exc:
-            section.walker.error(key, str(exc))
+    addresses = section.each(name, parse_address)
     if section.data.get(name) == []:
         section.walker.error(section.key(name), "give at least one host:port")
     if len(set(addresses)) != len(addresses):
@@ -179,13 +185,7 @@ def read_addresses(section: Section, name: str) -> list[tuple[str, int]]:
 
 def network_list(s: Section, key: str) -> tuple[Any, ...]:
     """A list of addresses and CIDR networks (``10.0.0.0/8``, ``::1``), each problem by its key."""
-    found = []
-    for where, value in s.items(key):
-        try:
-            found.append(parse_network(value))
-        except ValueError as exc:
-            s.walker.error(where, str(exc))
-    return tuple(found)
+    return tuple(s.each(key, parse_network))
 
 
 def token_list(s: Section, key: str, what: str, case: Callable[[str], str] = str.lower,
